@@ -22,6 +22,7 @@ static const char *const err_str[] = {
     [EA_ERR_TIMEOUT] = "timed out",
     [EA_ERR_CRYPTO] = "crypto library failure",
     [EA_ERR_INTERNAL] = "internal error",
+    [EA_ERR_CARD] = "unexpected status word from the secure element",
 };
 _Static_assert(sizeof err_str / sizeof err_str[0] == EA_ERR_COUNT_, "add the string");
 
