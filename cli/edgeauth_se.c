@@ -239,6 +239,7 @@ static int cmd_serve(int argc, char **argv)
         { "allow-remote", no_argument, NULL, 'R' },
         { "seal-key", required_argument, NULL, 'k' },
         { "pidfile", required_argument, NULL, 'P' },
+        { "allow-factory-reset", no_argument, NULL, 'F' },
         { "verbose", no_argument, NULL, 'v' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
@@ -266,6 +267,7 @@ static int cmd_serve(int argc, char **argv)
         case 'R': so.allow_remote = 1; break;
         case 'k': eo.seal_key_path = optarg; break;
         case 'P': pidfile = optarg; break;
+        case 'F': eo.allow_factory_reset = 1; break;
         case 'v': so.verbose = 1; break;
         case 'h':
             return help("serve",
@@ -280,6 +282,8 @@ static int cmd_serve(int argc, char **argv)
                         "  --seal-key FILE   sealing secret (default DIR/seal.key; the\n"
                         "                    environment variable EDGEAUTH_SE_SEAL_KEY wins)\n"
                         "  --pidfile FILE    write the process id here once listening\n"
+                        "  --allow-factory-reset  accept DeleteAll (a real SE05x wants a\n"
+                        "                    FACTORY_RESET session, not emulated; off: 69 82)\n"
                         "  -v, --verbose     log connections on stderr (never APDU bytes)\n"
                         "\nOnce listening, prints \"" PROG ": serving DIR on URI...\" on stderr.\n"
                         "SIGTERM, SIGINT or SIGHUP stop the server cleanly (exit status 0).\n");

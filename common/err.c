@@ -23,6 +23,7 @@ static const char *const err_str[] = {
     [EA_ERR_CRYPTO] = "crypto library failure",
     [EA_ERR_INTERNAL] = "internal error",
     [EA_ERR_CARD] = "unexpected status word from the secure element",
+    [EA_ERR_POLICY] = "invalid object policy",
 };
 _Static_assert(sizeof err_str / sizeof err_str[0] == EA_ERR_COUNT_, "add the string");
 

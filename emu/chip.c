@@ -272,6 +272,7 @@ ea_err ea_emu_open(const char *dir, const ea_emu_opts *opts, ea_emu **out, char 
         return EA_ERR_NO_MEMORY;
     pthread_mutex_init(&emu->lock, NULL);
     emu->version = opts && opts->applet_version ? opts->applet_version : EMU_DEFAULT_VERSION;
+    emu->allow_factory_reset = opts && opts->allow_factory_reset;
     emu->libctx = OSSL_LIB_CTX_new();
     if (!emu->libctx) {
         rc = EA_ERR_CRYPTO;

@@ -293,6 +293,10 @@ ea_err cmd_hkdf(apdu_ctx *c, ea_wbuf *rsp)
         tl = ol;
         done += ol;
     }
+    if (!out_id && salt_obj && policy_forbids_output(salt_obj)) {
+        rc = EA_ERR_DENIED; /* every secret input obeys FORBID_DERIVED_OUTPUT */
+        goto out;
+    }
     rc = deliver_secret(c, ikm, out_id != 0, out_id, okm, L, true, rsp);
 out:
     ea_cleanse(prk, sizeof prk);

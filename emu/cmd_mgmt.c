@@ -119,6 +119,11 @@ ea_err cmd_delete_all(apdu_ctx *c, ea_wbuf *rsp)
     (void)rsp;
     if (c->body.n != 0)
         return EA_ERR_MALFORMED;
+    /* A real SE05x wants a session authenticated with the FACTORY_RESET
+     * UserID (7FFF0205); sessions are not emulated, so DeleteAll is off
+     * unless the chip was opened with allow_factory_reset. */
+    if (!emu->allow_factory_reset)
+        return EA_ERR_AUTH;
     /* One atomic store step, then the same selection in memory. */
     if ((rc = ea_store_del_where(emu->store, keep_provisioned, emu)) != EA_OK)
         return rc;

@@ -176,6 +176,8 @@ static uint16_t sw_of(ea_err e)
         return EA_SW_WRONG_DATA;
     case EA_ERR_DENIED:
         return EA_SW_COMMAND_NOT_ALLOWED;
+    case EA_ERR_POLICY:
+        return EA_SW_DATA_INVALID;
     case EA_ERR_FULL:
         return EA_SW_FILE_FULL;
     case EA_ERR_BUF_TOO_SMALL:
@@ -234,8 +236,11 @@ static void version_bytes(const ea_emu *emu, uint8_t v[7])
     v[0] = (uint8_t)(emu->version >> 24);
     v[1] = (uint8_t)(emu->version >> 16);
     v[2] = (uint8_t)(emu->version >> 8);
-    v[3] = 0x3F; /* feature bits: every applet feature enabled, FIPS mode off */
-    v[4] = 0xFF;
+    /* Feature bits: in 7.2 mode what is really implemented (ECDSA/ECDH, HMAC,
+     * AES, TLS, FIPS mode off); the 3.1 mode replays NXP's capture. */
+    uint16_t feat = emu->version >= 0x07000000u ? EMU_FEATURES : 0x3FFFu;
+    v[3] = (uint8_t)(feat >> 8);
+    v[4] = (uint8_t)feat;
     v[5] = 0x01; /* SecureBox version */
     v[6] = 0x0B;
 }

@@ -15,6 +15,7 @@
 #include "emu/store.h"
 
 #define EMU_DEFAULT_VERSION 0x07020000u
+#define EMU_FEATURES 0x1492u /* ECDSA_ECDH_ECDHE|HMAC|AES|TLS|FIPS_MODE_DISABLED */
 #define EMU_POLICY_MAX 64u         /* bytes of policy records per object */
 #define EMU_PERSISTENT_CAPACITY (64u * 1024u)
 #define EMU_TRANSIENT_CAPACITY (8u * 1024u)
@@ -65,6 +66,7 @@ struct ea_emu {
     ea_store *store;
     OSSL_LIB_CTX *libctx; /* private: never recurse into an app's provider */
     uint32_t version;
+    bool allow_factory_reset;
     ea_obj **objs; /* sorted by id; transient ones carry their channel */
     size_t n_objs, cap_objs;
     ea_emu_chan *chans;

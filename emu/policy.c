@@ -7,16 +7,18 @@ ea_err policy_validate(const uint8_t *p, size_t n)
     ea_cur c = ea_cur_make(p, n);
 
     if (n == 0 || n > EMU_POLICY_MAX)
-        return EA_ERR_WRONG_DATA;
+        return EA_ERR_POLICY;
     while (c.n > 0) {
         uint8_t len;
         ea_cur rec;
         /* LEN counts the bytes after itself: auth id (4) + header (4) + ext. */
         if (!ea_cur_u8(&c, &len) || len < 8 || !ea_cur_take(&c, len, &rec))
-            return EA_ERR_WRONG_DATA;
+            return EA_ERR_POLICY;
         uint32_t ar = ea_get_be32(rec.p + 4);
-        if ((ar & EA_POL_REQUIRE_PCR) && len != 8 + 36)
-            return EA_ERR_WRONG_DATA;
+        /* Secure messaging and PCR bindings are not emulated: an object that
+         * demands them could never be used (or deleted), so refuse it now. */
+        if (ar & (EA_POL_REQUIRE_SM | EA_POL_REQUIRE_PCR))
+            return EA_ERR_POLICY;
     }
     return EA_OK;
 }

@@ -107,11 +107,39 @@ static void test_select_and_version_applet_3_1(void **state)
     tu_chip_free(&c);
 }
 
+static void test_delete_all_needs_factory_reset(void **state)
+{
+    (void)state;
+    tu_chip c;
+    char err[256];
+    tu_chip_new(&c, 0);
+    ea_emu_close(c.emu);
+    assert_int_equal(ea_emu_open(c.dir, NULL, &c.emu, err, sizeof err), EA_OK);
+    assert_int_equal(ea_emu_chan_open(c.emu, &c.ch), EA_OK);
+    tu_select(c.ch);
+    expect_rsp(c.ch, "80 01 61 00 09 41 04 7B 00 04 26 42 01 03", "90 00");
+    expect_rsp(c.ch, "80 04 00 2A", "69 82");
+    expect_rsp(c.ch, "80 04 00 27 06 41 04 7B 00 04 26", "41 01 01 90 00");
+    /* With the factory reset allowed, everything but the provisioned objects goes. */
+    ea_emu_close(c.emu);
+    ea_emu_opts o = { .allow_factory_reset = 1 };
+    assert_int_equal(ea_emu_open(c.dir, &o, &c.emu, err, sizeof err), EA_OK);
+    assert_int_equal(ea_emu_chan_open(c.emu, &c.ch), EA_OK);
+    tu_select(c.ch);
+    expect_rsp(c.ch, "80 04 00 2A", "90 00");
+    expect_rsp(c.ch, "80 04 00 27 06 41 04 7B 00 04 26", "41 01 02 90 00");
+    expect_rsp(c.ch, "80 04 00 27 06 41 04 F0 00 00 12", "41 01 01 90 00");
+    /* Policies that demand secure messaging or a PCR are refused at creation (6984). */
+    expect_rsp(c.ch, "80 01 61 00 14 11 09 08 00 00 00 00 10 02 00 00 41 04 7B 00 04 26 42 01 03", "69 84");
+    expect_rsp(c.ch, "80 01 61 00 12 11 07 06 00 00 00 00 10 00 41 04 7B 00 04 26 42 01 03", "69 84");
+    tu_chip_free(&c);
+}
+
 static void test_select_7_2(void **state)
 {
     tu_chip *c = *state;
-    expect_rsp(c->ch, "00A4040010A0000003965453000000010300000000 00", "07 02 00 3F FF 01 0B 90 00");
-    expect_rsp(c->ch, "80 04 00 20", "41 82 00 07 07 02 00 3F FF 01 0B 90 00");
+    expect_rsp(c->ch, "00A4040010A0000003965453000000010300000000 00", "07 02 00 14 92 01 0B 90 00");
+    expect_rsp(c->ch, "80 04 00 20", "41 82 00 07 07 02 00 14 92 01 0B 90 00");
     /* A wrong AID deselects: applet commands are refused until SELECT. */
     assert_int_equal(tu_xfer_hex(c->ch, "00A4040005A000000399", NULL, NULL), 0x6A82);
     assert_int_equal(tu_xfer_hex(c->ch, "80 04 00 20", NULL, NULL), 0x6985);
@@ -484,6 +512,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_select_and_version_applet_3_1),
+        cmocka_unit_test(test_delete_all_needs_factory_reset),
         cmocka_unit_test_setup_teardown(test_select_7_2, setup, teardown),
         cmocka_unit_test_setup_teardown(test_object_lifecycle_golden, setup, teardown),
         cmocka_unit_test_setup_teardown(test_policy_golden, setup, teardown),

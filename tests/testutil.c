@@ -56,7 +56,9 @@ uint8_t *tu_hex(const char *hex, size_t *len)
 static void chip_open(tu_chip *c)
 {
     char err[256] = "";
-    ea_err rc = ea_emu_open(c->dir, NULL, &c->emu, err, sizeof err);
+    /* Tests reset chips with DeleteAll; the default refusal has its own test. */
+    ea_emu_opts o = { .allow_factory_reset = 1 };
+    ea_err rc = ea_emu_open(c->dir, &o, &c->emu, err, sizeof err);
     if (rc != EA_OK)
         fail_msg("ea_emu_open(%s): %s: %s", c->dir, ea_err_str(rc), err);
     assert_int_equal(ea_emu_chan_open(c->emu, &c->ch), EA_OK);

@@ -46,6 +46,8 @@ typedef struct ea_emu_opts {
     const char *seal_key_path; /* NULL = DIR/seal.key (EDGEAUTH_SE_SEAL_KEY overrides) */
     const char *holder;        /* name written into the lock file, e.g. "edgeauth-se serve" */
     uint32_t applet_version;   /* 0 = 0x07020000 (7.2.0); 0x03010000 selects 3.1.0 behaviour */
+    int allow_factory_reset;   /* accept DeleteAll without a FACTORY_RESET session (not
+                                * emulated); off: DeleteAll answers 6982 */
 } ea_emu_opts;
 
 /* Open (and lock) a chip. opts may be NULL. errbuf receives a one-line reason

@@ -32,6 +32,7 @@ typedef enum ea_err {
     EA_ERR_CRYPTO,        /* the crypto library failed */
     EA_ERR_INTERNAL,
     EA_ERR_CARD,          /* the secure element answered an unexpected status word */
+    EA_ERR_POLICY,        /* an object policy that cannot be applied */
     EA_ERR_COUNT_         /* keep last */
 } ea_err;
 
