@@ -30,6 +30,7 @@ check: deps
 
 bench: build
 	@$(BUILD)/bin/bench_se_sign
+	@$(BUILD)/bin/bench_se_ops
 
 install: build
 	@cmake --install $(BUILD)

@@ -24,6 +24,9 @@ static ea_err write_common(apdu_ctx *c, const tlvs *t, uint32_t *id, ea_obj **ex
     if (*id == 0)
         return EA_ERR_CONDITIONS; /* id 0 means "everyone" in policies; never an object */
     *existing = obj_find(c, *id);
+    /* 7FFF0000..7FFFFFFF belong to the applet (spec §4.3): no new objects there. */
+    if (!*existing && (*id & 0xFFFF0000u) == 0x7FFF0000u)
+        return EA_ERR_CONDITIONS;
     if (*existing) {
         if ((*existing)->corrupt)
             return EA_ERR_CORRUPT;

@@ -33,7 +33,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/t1.h"
 #include "common/util.h"
+#include "emu/t1_card.h"
 
 #define MAX_LISTENERS (2u * EA_SERVE_MAX_LISTEN) /* a name may give IPv4 + IPv6 */
 #define URI_MAX 160u
@@ -62,6 +64,7 @@
 #define OUT_CAP (JRCP_HDR + EA_EMU_APDU_MAX)
 
 struct client;
+struct listener;
 
 /* How the bytes of one connection become APDUs and answers. */
 typedef struct framing {
@@ -72,6 +75,12 @@ typedef struct framing {
     /* n bytes landed where rx_want said. May queue an answer (out_*), set
      * close_why, and must keep c->partial up to date. */
     void (*rx_got)(struct client *c, size_t n);
+    /* Optional: per-connection state, made on accept (false: refuse the
+     * client) and released when it goes. */
+    bool (*attach)(struct client *c, const struct listener *l);
+    void (*detach)(struct client *c);
+    /* Tell a refused client why, in this framing (NULL: just close). */
+    void (*refuse)(int fd, const char *why);
 } framing;
 
 /* JRCP_v1 receive state. */
@@ -81,6 +90,14 @@ typedef struct jrcp_rx {
     size_t len;   /* payload length from the header */
     size_t got;   /* payload bytes received (kept or discarded) */
 } jrcp_rx;
+
+/* t1-tcp receive state (wire format in common/t1.h). */
+typedef struct t1_rx {
+    uint8_t hdr[EA_T1_TCP_HDR];
+    size_t hdr_n; /* header bytes received */
+    size_t len;   /* 'W': payload length */
+    size_t got;   /* payload bytes received */
+} t1_rx;
 
 typedef struct client {
     const framing *fr;
@@ -95,6 +112,8 @@ typedef struct client {
     uint64_t busy_since_ms; /* 0 = idle (nothing partial, nothing unsent) */
     unsigned long n_msgs, n_apdus;
     jrcp_rx j;
+    t1_rx t;
+    ea_t1_card *card;            /* t1-tcp: the card side of T=1 on this "bus" */
     uint8_t in[EA_EMU_APDU_MAX]; /* payload of the current message */
     uint8_t out[OUT_CAP];        /* the answer being sent */
     size_t out_n, out_off;
@@ -111,6 +130,7 @@ typedef struct listener {
     ino_t ino;
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     char uri[URI_MAX];
+    ea_t1_card_opts t1; /* t1-tcp: card options from the URI query */
 } listener;
 
 struct ea_serve {
@@ -380,7 +400,99 @@ static void jrcp_rx_got(client *c, size_t n)
     ea_cleanse(c->in, oversized ? sizeof c->in : j->len);
 }
 
-static const framing jrcp_framing = { "JRCP_v1", jrcp_rx_want, jrcp_rx_got };
+static void jrcp_refuse(int fd, const char *why);
+
+static const framing jrcp_framing = { "JRCP_v1", jrcp_rx_want, jrcp_rx_got, NULL, NULL,
+                                      jrcp_refuse };
+
+/* ---- t1-tcp framing: I2C transactions to the card side of T=1 --------------------- */
+
+/* Each connection is one I2C bus with one SE: a card (protocol state) in
+ * front of the client's own channel. */
+static bool t1_attach(client *c, const struct listener *l)
+{
+    return ea_t1_card_new(c->ch, &l->t1, &c->card) == EA_OK;
+}
+
+static void t1_detach(client *c)
+{
+    ea_t1_card_stats st;
+
+    ea_t1_card_get_stats(c->card, &st);
+    c->n_apdus = st.apdus; /* for the disconnect log line */
+    ea_t1_card_free(c->card);
+    c->card = NULL;
+}
+
+static uint8_t *t1_rx_want(client *c, size_t *n)
+{
+    t1_rx *t = &c->t;
+
+    if (t->hdr_n < EA_T1_TCP_HDR) {
+        *n = EA_T1_TCP_HDR - t->hdr_n;
+        return t->hdr + t->hdr_n;
+    }
+    *n = t->len - t->got; /* only a 'W' with bytes still to come gets here */
+    return c->in + t->got;
+}
+
+/* A complete transaction: run it on the card, queue the answer. */
+static void t1_transaction(client *c)
+{
+    t1_rx *t = &c->t;
+    size_t n = ((size_t)t->hdr[1] << 8) | t->hdr[2];
+
+    c->n_msgs++;
+    if (t->hdr[0] == EA_T1_TCP_WRITE) {
+        c->out[0] = ea_t1_card_write(c->card, c->in, n, now_ms()) ? EA_T1_TCP_ACK
+                                                                   : EA_T1_TCP_NACK;
+        c->out_n = 1;
+        ea_cleanse(c->in, n); /* blocks carry APDU bytes */
+    } else if (ea_t1_card_read(c->card, c->out + 1, n, now_ms())) {
+        c->out[0] = EA_T1_TCP_ACK;
+        c->out_n = 1 + n;
+    } else {
+        c->out[0] = EA_T1_TCP_NACK;
+        c->out_n = 1;
+    }
+    c->out_off = 0;
+    c->partial = false;
+    t->hdr_n = 0;
+    t->len = t->got = 0;
+}
+
+static void t1_rx_got(client *c, size_t n)
+{
+    t1_rx *t = &c->t;
+
+    c->partial = true;
+    if (t->hdr_n < EA_T1_TCP_HDR) {
+        size_t len;
+
+        t->hdr_n += n;
+        if (t->hdr_n < EA_T1_TCP_HDR)
+            return;
+        len = ((size_t)t->hdr[1] << 8) | t->hdr[2];
+        /* The stream has no way to resynchronise: a bad header ends it. */
+        if (t->hdr[0] == EA_T1_TCP_WRITE && len <= EA_T1_TCP_XFER_MAX) {
+            t->len = len;
+            t->got = 0;
+            if (len > 0)
+                return;
+        } else if (t->hdr[0] != EA_T1_TCP_READ || len == 0 || len > EA_T1_TCP_XFER_MAX) {
+            client_drop(c, "not t1-tcp (bad message type or length)");
+            return;
+        }
+    } else {
+        t->got += n;
+        if (t->got < t->len)
+            return;
+    }
+    t1_transaction(c);
+}
+
+static const framing t1_framing = { "T=1 over I2C over TCP", t1_rx_want, t1_rx_got, t1_attach,
+                                    t1_detach, NULL };
 
 /* ---- listeners ------------------------------------------------------------------------- */
 
@@ -392,6 +504,7 @@ static const struct scheme {
 } schemes[] = {
     { "tcp://", FAM_TCP, &jrcp_framing },
     { "unix:", FAM_UNIX, &jrcp_framing },
+    { "t1-tcp://", FAM_TCP, &t1_framing },
 };
 
 static bool addr_is_loopback(const struct sockaddr *sa)
@@ -480,7 +593,8 @@ static ea_err parse_hostport(const char *uri, const char *rest, char *host, size
 }
 
 static ea_err listen_one_tcp(ea_serve *s, const char *uri, const struct addrinfo *ai,
-                             const framing *fr, char *errbuf, size_t errlen)
+                             const struct scheme *sc, const ea_t1_card_opts *t1o, char *errbuf,
+                             size_t errlen)
 {
     listener *l;
     struct sockaddr_storage ss;
@@ -500,8 +614,9 @@ static ea_err listen_one_tcp(ea_serve *s, const char *uri, const struct addrinfo
     l = &s->lis[s->n_lis];
     memset(l, 0, sizeof *l);
     l->fd = fd;
-    l->fr = fr;
+    l->fr = sc->fr;
     l->fam = FAM_TCP;
+    l->t1 = *t1o;
     s->n_lis++; /* from here on ea_serve_free closes it */
     /* SO_REUSEADDR: a restart must not wait out TIME_WAIT; Linux still
      * refuses a second live listener on the same port. */
@@ -519,18 +634,80 @@ static ea_err listen_one_tcp(ea_serve *s, const char *uri, const struct addrinfo
         return EA_ERR_IO;
     }
     addr_text((const struct sockaddr *)&ss, at, sizeof at);
-    snprintf(l->uri, sizeof l->uri, "tcp://%s", at);
+    snprintf(l->uri, sizeof l->uri, "%s%s", sc->prefix, at);
     return EA_OK;
 }
 
-static ea_err listen_tcp(ea_serve *s, const char *uri, const char *rest, const framing *fr,
+/* t1-tcp card options: "wtx=N&busy_ms=N&wtx_mult=N" (test hooks: force WTX
+ * requests, make the card look busy for a while after each command). */
+static ea_err parse_t1_opts(const char *uri, const char *q, ea_t1_card_opts *o, char *errbuf,
+                            size_t errlen)
+{
+    static const struct {
+        const char *key;
+        unsigned long max;
+    } keys[] = { { "wtx", 1000 }, { "busy_ms", 60000 }, { "wtx_mult", 255 } };
+
+    while (*q != '\0') {
+        const char *amp = strchr(q, '&'), *eq = strchr(q, '=');
+        size_t kl, i;
+        unsigned long v;
+        char *end = NULL;
+
+        if (eq == NULL || (amp != NULL && eq > amp)) {
+            set_err(errbuf, errlen, "%s: expected ?key=value[&key=value]", uri);
+            return EA_ERR_ARG;
+        }
+        kl = (size_t)(eq - q);
+        for (i = 0; i < sizeof keys / sizeof keys[0]; i++)
+            if (strlen(keys[i].key) == kl && strncmp(keys[i].key, q, kl) == 0)
+                break;
+        errno = 0;
+        v = strtoul(eq + 1, &end, 10);
+        if (i == sizeof keys / sizeof keys[0] || eq[1] < '0' || eq[1] > '9' || errno != 0 ||
+            (*end != '\0' && *end != '&') || v > keys[i].max) {
+            set_err(errbuf, errlen,
+                    "%s: bad option '%.*s' (wtx=0..1000, busy_ms=0..60000, wtx_mult=1..255)", uri,
+                    (int)(amp != NULL ? (size_t)(amp - q) : strlen(q)), q);
+            return EA_ERR_ARG;
+        }
+        if (i == 0)
+            o->wtx_count = (unsigned)v;
+        else if (i == 1)
+            o->busy_ms = (unsigned)v;
+        else
+            o->wtx_mult = (uint8_t)v;
+        q = amp != NULL ? amp + 1 : end;
+    }
+    return EA_OK;
+}
+
+static ea_err listen_tcp(ea_serve *s, const char *uri, const struct scheme *sc, const char *rest,
                          int allow_remote, char *errbuf, size_t errlen)
 {
-    char host[URI_MAX], port[8];
+    char host[URI_MAX], port[8], hp[URI_MAX];
     struct addrinfo hints, *res = NULL, *ai;
+    ea_t1_card_opts t1o;
+    const char *q = strchr(rest, '?');
     ea_err rc = EA_ERR_INTERNAL;
     int g;
 
+    memset(&t1o, 0, sizeof t1o);
+    if (q != NULL) {
+        if (sc->fr != &t1_framing) {
+            set_err(errbuf, errlen, "%s: options (?...) are for t1-tcp:// only", uri);
+            return EA_ERR_ARG;
+        }
+        if ((size_t)(q - rest) >= sizeof hp) {
+            set_err(errbuf, errlen, "%s: address too long", uri);
+            return EA_ERR_ARG;
+        }
+        if ((rc = parse_t1_opts(uri, q + 1, &t1o, errbuf, errlen)) != EA_OK)
+            return rc;
+        memcpy(hp, rest, (size_t)(q - rest));
+        hp[q - rest] = '\0';
+        rest = hp;
+    }
     rc = parse_hostport(uri, rest, host, sizeof host, port, sizeof port, errbuf, errlen);
     if (rc != EA_OK)
         return rc;
@@ -550,15 +727,15 @@ static ea_err listen_tcp(ea_serve *s, const char *uri, const char *rest, const f
             continue;
         addr_text(ai->ai_addr, at, sizeof at);
         set_err(errbuf, errlen,
-                "%s: %s is not a loopback address; JRCP_v1 has no authentication, so listening "
+                "%s: %s is not a loopback address; %s has no authentication, so listening "
                 "beyond this host needs --allow-remote",
-                uri, at);
+                uri, at, sc->fr == &t1_framing ? "t1-tcp" : "JRCP_v1");
         freeaddrinfo(res);
         return EA_ERR_ARG;
     }
     rc = EA_OK;
     for (ai = res; ai != NULL && rc == EA_OK; ai = ai->ai_next)
-        rc = listen_one_tcp(s, uri, ai, fr, errbuf, errlen);
+        rc = listen_one_tcp(s, uri, ai, sc, &t1o, errbuf, errlen);
     freeaddrinfo(res);
     return rc;
 }
@@ -653,10 +830,11 @@ static ea_err listen_uri(ea_serve *s, const char *uri, int allow_remote, char *e
         if (strncmp(uri, schemes[i].prefix, pl) != 0)
             continue;
         if (schemes[i].fam == FAM_TCP)
-            return listen_tcp(s, uri, uri + pl, schemes[i].fr, allow_remote, errbuf, errlen);
+            return listen_tcp(s, uri, &schemes[i], uri + pl, allow_remote, errbuf, errlen);
         return listen_unix(s, uri, uri + pl, schemes[i].fr, errbuf, errlen);
     }
-    set_err(errbuf, errlen, "%s: unknown listen URI (use tcp://HOST:PORT or unix:PATH)", uri);
+    set_err(errbuf, errlen,
+            "%s: unknown listen URI (use tcp://HOST:PORT, unix:PATH or t1-tcp://HOST:PORT)", uri);
     return EA_ERR_ARG;
 }
 
@@ -664,6 +842,8 @@ static ea_err listen_uri(ea_serve *s, const char *uri, int allow_remote, char *e
 
 static void client_free(ea_serve *s, client *c, size_t left)
 {
+    if (c->fr->detach != NULL)
+        c->fr->detach(c);
     vlog(s, "client #%u (%s) closed: %s; %lu message(s), %lu APDU(s); %zu client(s) open",
          c->id, c->via, c->dead ? c->dead : "server stopping", c->n_msgs, c->n_apdus, left);
     ea_emu_chan_close(c->ch);
@@ -672,8 +852,8 @@ static void client_free(ea_serve *s, client *c, size_t left)
     free(c);
 }
 
-/* Refuse a connection we cannot serve: one best-effort ERROR_MSG, then close. */
-static void refuse(int fd, const char *why)
+/* JRCP_v1 way to refuse a connection: one best-effort ERROR_MSG. */
+static void jrcp_refuse(int fd, const char *why)
 {
     uint8_t m[JRCP_HDR + 64];
     size_t n = strlen(why);
@@ -686,6 +866,13 @@ static void refuse(int fd, const char *why)
     m[3] = (uint8_t)n;
     memcpy(m + JRCP_HDR, why, n);
     (void)!send(fd, m, JRCP_HDR + n, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+/* Refuse a connection we cannot serve: say why if the framing can, close. */
+static void refuse(const listener *l, int fd, const char *why)
+{
+    if (l->fr->refuse != NULL)
+        l->fr->refuse(fd, why);
     close(fd);
 }
 
@@ -721,14 +908,21 @@ static void accept_all(ea_serve *s, listener *l)
         addr_text((const struct sockaddr *)&ss, peer, sizeof peer);
         if (s->n_cl >= s->max_clients) {
             vlog(s, "refusing client from %s on %s: %zu clients open", peer, l->uri, s->n_cl);
-            refuse(fd, "too many clients");
+            refuse(l, fd, "too many clients");
             continue;
         }
         c = calloc(1, sizeof *c);
         if (c == NULL || ea_emu_chan_open(s->emu, &c->ch) != EA_OK) {
             vlog(s, "refusing client from %s on %s: cannot open a channel", peer, l->uri);
             free(c);
-            refuse(fd, "cannot open a channel");
+            refuse(l, fd, "cannot open a channel");
+            continue;
+        }
+        if (l->fr->attach != NULL && !l->fr->attach(c, l)) {
+            vlog(s, "refusing client from %s on %s: out of memory", peer, l->uri);
+            ea_emu_chan_close(c->ch);
+            free(c);
+            refuse(l, fd, "out of memory");
             continue;
         }
         c->fr = l->fr;

@@ -1,4 +1,5 @@
-/* Internal: the socket server of edgeauth-se (card side of JRCP_v1).
+/* Internal: the socket server of edgeauth-se (card side of JRCP_v1 and of
+ * T=1 over I2C over TCP).
  *
  * One server listens on one or more URIs and serves every connected client
  * from one thread with a poll() loop. Each client gets its own chip channel
@@ -20,9 +21,18 @@
  *                       replaced; a live one, or a file that is not a socket,
  *                       is refused. The socket is created mode 0600 and
  *                       removed when the server is freed.
- * The framing is chosen per listener from a table keyed by URI scheme, so a
- * second framing (T=1 over I2C frames over TCP, "t1-tcp://") slots in next
- * to JRCP_v1 without touching the loop.
+ *   t1-tcp://HOST[:PORT][?OPTS]
+ *                       T=1 over I2C (UM11225, spec §6.1) with the I2C
+ *                       transactions carried over TCP (wire format in
+ *                       common/t1.h): each connection is one bus with one SE,
+ *                       i.e. one channel behind the card side of T=1
+ *                       (emu/t1_card.h). Same host and port rules as tcp://.
+ *                       OPTS (test hooks): wtx=N (N WTX requests before each
+ *                       response), busy_ms=N (reads NACK for N ms after each
+ *                       command), wtx_mult=N (multiplier in those requests),
+ *                       joined with '&'. ea_serve_uri() reports the URI
+ *                       without them.
+ * The framing is chosen per listener from a table keyed by URI scheme.
  *
  * JRCP_v1 (spec se05x-apdu.md §6.4): every message is MTY NAD LNH LNL
  * payload, NAD = 00, length big-endian. Server answers:

@@ -10,6 +10,7 @@ pkgs=(
     libcmocka-dev                           # unit tests
     libjson-c-dev                           # reading the shared test vectors
     procps                                  # pgrep/pkill in tests
+    curl                                    # a real program using the provider (tests)
 )
 
 missing=()

@@ -1,0 +1,251 @@
+/* The provider itself: init, the algorithm tables, parameters, the SE
+ * sessions and error reporting. Each operation lives in its own file. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/params.h>
+#include <openssl/provider.h>
+
+#include "provider/prov.h"
+
+/* ---- algorithm tables ------------------------------------------------------ */
+
+#define PROPS "provider=" EA_PROV_NAME
+/* The names libssl and libcrypto look keys up by (ssl_cert_lookup_by_pkey
+ * wants "EC"). With the default provider loaded first, generic fetches of
+ * "EC" still go there; ours is reached through our keys only. */
+#define EC_NAMES "EC:id-ecPublicKey:1.2.840.10045.2.1"
+
+static const OSSL_ALGORITHM keymgmts[] = {
+    { EC_NAMES, PROPS, ea_prov_ec_keymgmt_functions, "EC key held in an SE05x" },
+    { NULL, NULL, NULL, NULL },
+};
+static const OSSL_ALGORITHM signatures[] = {
+    { "ECDSA", PROPS, ea_prov_ecdsa_signature_functions, "ECDSA, digest signed in the SE" },
+    { NULL, NULL, NULL, NULL },
+};
+static const OSSL_ALGORITHM stores[] = {
+    { "se05x", PROPS, ea_prov_store_functions, "objects of an SE05x (se05x:0xID)" },
+    { NULL, NULL, NULL, NULL },
+};
+static const OSSL_ALGORITHM decoders[] = {
+    { EC_NAMES, PROPS ",input=pem", ea_prov_keyref_decoder_functions, "EDGEAUTH SE KEY PEM" },
+    { NULL, NULL, NULL, NULL },
+};
+static const OSSL_ALGORITHM encoders[] = {
+    { EC_NAMES, PROPS ",output=pem,structure=PrivateKeyInfo", ea_prov_keyref_pem_encoder_functions,
+      "EDGEAUTH SE KEY PEM" },
+    { EC_NAMES, PROPS ",output=pem,structure=type-specific", ea_prov_keyref_pem_encoder_functions,
+      "EDGEAUTH SE KEY PEM" },
+    { EC_NAMES, PROPS ",output=text", ea_prov_text_encoder_functions, "SE key as text (no secret)" },
+    { NULL, NULL, NULL, NULL },
+};
+/* Its own name: never "CTR-DRBG", so it can only be chosen on purpose. */
+static const OSSL_ALGORITHM rands[] = {
+    { "EDGEAUTH-SE-RNG", PROPS, ea_prov_rand_functions, "random bytes from the SE" },
+    { NULL, NULL, NULL, NULL },
+};
+
+static const OSSL_ALGORITHM *query(void *provctx, int op, int *no_cache)
+{
+    (void)provctx;
+    *no_cache = 0;
+    switch (op) {
+    case OSSL_OP_KEYMGMT:
+        return keymgmts;
+    case OSSL_OP_SIGNATURE:
+        return signatures;
+    case OSSL_OP_STORE:
+        return stores;
+    case OSSL_OP_DECODER:
+        return decoders;
+    case OSSL_OP_ENCODER:
+        return encoders;
+    case OSSL_OP_RAND:
+        return rands;
+    default:
+        return NULL;
+    }
+}
+
+/* ---- provider parameters and errors --------------------------------------------- */
+
+static const OSSL_PARAM *gettable_params(void *provctx)
+{
+    static const OSSL_PARAM p[] = {
+        OSSL_PARAM_DEFN(OSSL_PROV_PARAM_NAME, OSSL_PARAM_UTF8_PTR, NULL, 0),
+        OSSL_PARAM_DEFN(OSSL_PROV_PARAM_VERSION, OSSL_PARAM_UTF8_PTR, NULL, 0),
+        OSSL_PARAM_DEFN(OSSL_PROV_PARAM_BUILDINFO, OSSL_PARAM_UTF8_PTR, NULL, 0),
+        OSSL_PARAM_DEFN(OSSL_PROV_PARAM_STATUS, OSSL_PARAM_INTEGER, NULL, 0),
+        OSSL_PARAM_END,
+    };
+    (void)provctx;
+    return p;
+}
+
+static int get_params(void *provctx, OSSL_PARAM params[])
+{
+    OSSL_PARAM *p;
+    (void)provctx;
+    if ((p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_NAME)) && !OSSL_PARAM_set_utf8_ptr(p, "edgeauth SE05x provider"))
+        return 0;
+    if ((p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_VERSION)) && !OSSL_PARAM_set_utf8_ptr(p, EA_VERSION))
+        return 0;
+    if ((p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_BUILDINFO)) && !OSSL_PARAM_set_utf8_ptr(p, EA_VERSION))
+        return 0;
+    if ((p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_STATUS)) && !OSSL_PARAM_set_int(p, 1))
+        return 0;
+    return 1;
+}
+
+static OSSL_ITEM reasons[EA_ERR_COUNT_ + 1];
+
+static const OSSL_ITEM *get_reason_strings(void *provctx)
+{
+    (void)provctx;
+    return reasons;
+}
+
+void ea_prov_raise(ea_prov *p, ea_err e, const char *fmt, ...)
+{
+    va_list ap;
+    if (!p || !p->core_new_error || !p->core_vset_error)
+        return;
+    p->core_new_error(p->core);
+    if (p->core_set_error_debug)
+        p->core_set_error_debug(p->core, "edgeauth", 0, "edgeauth");
+    va_start(ap, fmt);
+    p->core_vset_error(p->core, (uint32_t)(EA_PROV_R_BASE + e), fmt, ap);
+    va_end(ap);
+}
+
+/* ---- SE sessions ---------------------------------------------------------------- */
+
+ea_host *ea_prov_host(ea_prov *p, const char *uri)
+{
+    const char *want = uri && *uri ? uri : p->se_uri;
+    ea_prov_session *free_slot = NULL, *s = NULL;
+    ea_host *h = NULL;
+    pid_t me = getpid();
+
+    pthread_mutex_lock(&p->lock);
+    for (size_t i = 0; i < EA_PROV_SESSIONS; i++) {
+        ea_prov_session *c = &p->sessions[i];
+        if (c->h && c->pid != me) {
+            /* Inherited across fork(): the connection belongs to the parent.
+             * Forget it without a word on the wire (closing it would send
+             * JRCP_v1 CLOSE on the parent's behalf); the child opens its own. */
+            c->h = NULL;
+        }
+        if (c->h && strcmp(c->uri, want) == 0) {
+            s = c;
+            break;
+        }
+        if (!c->h && !free_slot)
+            free_slot = c;
+    }
+    if (!s) {
+        char err[320] = "";
+        if (!free_slot) {
+            ea_prov_raise(p, EA_ERR_FULL, "too many secure elements in use (%u)", EA_PROV_SESSIONS);
+            goto out;
+        }
+        ea_err rc = ea_host_open(*want ? want : NULL, NULL, &free_slot->h, err, sizeof err);
+        if (rc != EA_OK) {
+            ea_prov_raise(p, rc, "cannot reach the secure element %s: %s", *want ? want : "(default)", err);
+            free_slot->h = NULL;
+            goto out;
+        }
+        snprintf(free_slot->uri, sizeof free_slot->uri, "%s", want);
+        free_slot->pid = me;
+        s = free_slot;
+    }
+    h = s->h;
+out:
+    pthread_mutex_unlock(&p->lock);
+    return h;
+}
+
+/* ---- init / teardown -------------------------------------------------------------- */
+
+static void teardown(void *provctx)
+{
+    ea_prov *p = provctx;
+    if (!p)
+        return;
+    for (size_t i = 0; i < EA_PROV_SESSIONS; i++)
+        if (p->sessions[i].h && p->sessions[i].pid == getpid())
+            ea_host_close(p->sessions[i].h);
+    OSSL_LIB_CTX_free(p->libctx);
+    pthread_mutex_destroy(&p->lock);
+    OPENSSL_free(p);
+}
+
+static const OSSL_DISPATCH provider_functions[] = {
+    { OSSL_FUNC_PROVIDER_TEARDOWN, (void (*)(void))teardown },
+    { OSSL_FUNC_PROVIDER_GETTABLE_PARAMS, (void (*)(void))gettable_params },
+    { OSSL_FUNC_PROVIDER_GET_PARAMS, (void (*)(void))get_params },
+    { OSSL_FUNC_PROVIDER_QUERY_OPERATION, (void (*)(void))query },
+    { OSSL_FUNC_PROVIDER_GET_REASON_STRINGS, (void (*)(void))get_reason_strings },
+    { 0, NULL },
+};
+
+OSSL_provider_init_fn OSSL_provider_init;
+
+__attribute__((visibility("default"))) int OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in, const OSSL_DISPATCH **out,
+                       void **provctx)
+{
+    OSSL_FUNC_core_get_params_fn *core_get_params = NULL;
+    const OSSL_DISPATCH *in0 = in;
+    ea_prov *p = OPENSSL_zalloc(sizeof *p);
+
+    if (!p)
+        return 0;
+    p->core = handle;
+    pthread_mutex_init(&p->lock, NULL);
+    for (; in->function_id != 0; in++) {
+        switch (in->function_id) {
+        case OSSL_FUNC_CORE_GET_PARAMS:
+            core_get_params = OSSL_FUNC_core_get_params(in);
+            break;
+        case OSSL_FUNC_CORE_NEW_ERROR:
+            p->core_new_error = OSSL_FUNC_core_new_error(in);
+            break;
+        case OSSL_FUNC_CORE_SET_ERROR_DEBUG:
+            p->core_set_error_debug = OSSL_FUNC_core_set_error_debug(in);
+            break;
+        case OSSL_FUNC_CORE_VSET_ERROR:
+            p->core_vset_error = OSSL_FUNC_core_vset_error(in);
+            break;
+        default:
+            break;
+        }
+    }
+    for (int e = 0; e < EA_ERR_COUNT_; e++) {
+        reasons[e].id = (unsigned)(EA_PROV_R_BASE + e);
+        reasons[e].ptr = (void *)ea_err_str((ea_err)e);
+    }
+    /* `se` from the provider's openssl.cnf section; else EDGEAUTH_SE or the
+     * host library's default, resolved when first needed. */
+    if (core_get_params) {
+        char *se = NULL;
+        OSSL_PARAM q[] = { OSSL_PARAM_construct_utf8_ptr("se", &se, 0), OSSL_PARAM_construct_end() };
+        if (core_get_params(handle, q) && se && *se)
+            snprintf(p->se_uri, sizeof p->se_uri, "%s", se);
+    }
+    /* A child library context sees the providers of the application (for
+     * host-side hashing) and gives us BIOs over the core's. */
+    p->libctx = OSSL_LIB_CTX_new_child(handle, in0);
+    if (!p->libctx) {
+        teardown(p);
+        return 0;
+    }
+    *out = provider_functions;
+    *provctx = p;
+    return 1;
+}
