@@ -289,7 +289,7 @@ typedef struct served {
     ea_emu *emu;
     ea_serve *srv;
     pthread_t th;
-    char unix_uri[600], tcp_uri[128];
+    char unix_uri[600], tcp_uri[128], t1_uri[128];
 } served;
 
 static void *serve_main(void *arg)
@@ -305,16 +305,19 @@ static void served_start(served *s, const char *const *extra, size_t n_extra)
     assert_int_equal(ea_emu_init(s->dir, NULL, err, sizeof err), EA_OK);
     assert_int_equal(ea_emu_open(s->dir, NULL, &s->emu, err, sizeof err), EA_OK);
     snprintf(sock, sizeof sock, "unix:%s/se.sock", s->dir);
-    const char *listen[8] = { sock, "tcp://127.0.0.1:0" };
-    for (size_t i = 0; i < n_extra && i < 6; i++)
-        listen[2 + i] = extra[i];
-    ea_serve_opts so = { .listen = listen, .n_listen = 2 + n_extra };
+    const char *listen[8] = { sock, "tcp://127.0.0.1:0", "t1-tcp://127.0.0.1:0" };
+    for (size_t i = 0; i < n_extra && i < 5; i++)
+        listen[3 + i] = extra[i];
+    ea_serve_opts so = { .listen = listen, .n_listen = 3 + n_extra };
     if (ea_serve_new(s->emu, &so, &s->srv, err, sizeof err) != EA_OK)
         fail_msg("server: %s", err);
     snprintf(s->unix_uri, sizeof s->unix_uri, "%s", sock);
     for (size_t i = 0; i < ea_serve_count(s->srv); i++)
         if (!strncmp(ea_serve_uri(s->srv, i), "tcp://", 6))
             snprintf(s->tcp_uri, sizeof s->tcp_uri, "%s", ea_serve_uri(s->srv, i));
+        else if (!strncmp(ea_serve_uri(s->srv, i), "t1-tcp://", 9))
+            snprintf(s->t1_uri, sizeof s->t1_uri, "%s", ea_serve_uri(s->srv, i));
+    assert_true(s->tcp_uri[0] && s->t1_uri[0]);
     pthread_create(&s->th, NULL, serve_main, s->srv);
 }
 
@@ -345,6 +348,7 @@ static void test_suite_sockets(void **state)
     served_start(&s, NULL, 0);
     run_suite_on(s.unix_uri);
     run_suite_on(s.tcp_uri);
+    run_suite_on(s.t1_uri);
     served_stop(&s);
 }
 
