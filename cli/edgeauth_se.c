@@ -272,7 +272,7 @@ static int cmd_serve(int argc, char **argv)
         case 'h':
             return help("serve",
                         "  --state DIR       the chip's state directory (see init)\n"
-                        "  --listen URI      tcp://HOST:PORT (port 0: any free port) or "
+                        "  --listen URI      tcp://HOST:PORT (port 0: any free port), t1-tcp://HOST:PORT (T=1 over I2C frames), or "
                         "unix:PATH;\n"
                         "                    repeat for several; default " EA_SERVE_DEFAULT_URI
                         "\n"

@@ -140,16 +140,20 @@ ea_err ea_sock_write_all(int fd, const void *buf, size_t n, long long deadline)
 {
     const uint8_t *p = buf;
     while (n > 0) {
-        int w = wait_fd(fd, POLLOUT, deadline);
-        if (w == 0)
-            return EA_ERR_TIMEOUT;
-        if (w < 0)
-            return EA_ERR_IO;
-        ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
+        /* Try first, wait only when the socket is full: a poll() before
+         * every call would double the system calls of each exchange. */
+        ssize_t k = send(fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (k < 0) {
-            if (errno == EINTR || errno == EAGAIN)
+            if (errno == EINTR)
                 continue;
-            return EA_ERR_IO;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                return EA_ERR_IO;
+            int w = wait_fd(fd, POLLOUT, deadline);
+            if (w == 0)
+                return EA_ERR_TIMEOUT;
+            if (w < 0)
+                return EA_ERR_IO;
+            continue;
         }
         p += k;
         n -= (size_t)k;
@@ -161,18 +165,20 @@ ea_err ea_sock_read_exact(int fd, void *buf, size_t n, long long deadline)
 {
     uint8_t *p = buf;
     while (n > 0) {
-        int w = wait_fd(fd, POLLIN, deadline);
-        if (w == 0)
-            return EA_ERR_TIMEOUT;
-        if (w < 0)
-            return EA_ERR_IO;
-        ssize_t k = recv(fd, p, n, 0);
+        ssize_t k = recv(fd, p, n, MSG_DONTWAIT);
         if (k == 0)
             return EA_ERR_IO; /* peer closed */
         if (k < 0) {
-            if (errno == EINTR || errno == EAGAIN)
+            if (errno == EINTR)
                 continue;
-            return EA_ERR_IO;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                return EA_ERR_IO;
+            int w = wait_fd(fd, POLLIN, deadline);
+            if (w == 0)
+                return EA_ERR_TIMEOUT;
+            if (w < 0)
+                return EA_ERR_IO;
+            continue;
         }
         p += k;
         n -= (size_t)k;

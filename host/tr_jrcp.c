@@ -23,13 +23,17 @@ typedef struct jrcp {
 static ea_err msg(jrcp *j, uint8_t type, const uint8_t *p, size_t n, uint8_t *out, size_t *out_n,
                   long long deadline)
 {
-    uint8_t h[4] = { type, 0, (uint8_t)(n >> 8), (uint8_t)n };
+    uint8_t m[4 + EA_HOST_APDU_MAX], h[4];
     ea_err rc;
-    if (n > 0xFFFF)
+    if (n > EA_HOST_APDU_MAX)
         return EA_ERR_ARG;
-    if ((rc = ea_sock_write_all(j->fd, h, 4, deadline)) != EA_OK ||
-        (n && (rc = ea_sock_write_all(j->fd, p, n, deadline)) != EA_OK) ||
-        (rc = ea_sock_read_exact(j->fd, h, 4, deadline)) != EA_OK)
+    /* Header and payload in one send: one segment, one wake-up of the peer. */
+    m[0] = type, m[1] = 0, m[2] = (uint8_t)(n >> 8), m[3] = (uint8_t)n;
+    if (n)
+        memcpy(m + 4, p, n);
+    rc = ea_sock_write_all(j->fd, m, 4 + n, deadline);
+    ea_cleanse(m, 4 + n);
+    if (rc != EA_OK || (rc = ea_sock_read_exact(j->fd, h, 4, deadline)) != EA_OK)
         return rc;
     size_t len = ((size_t)h[2] << 8) | h[3];
     if (h[0] != type || h[1] != 0 || len > *out_n) {
