@@ -1,4 +1,6 @@
 /* The chip: open/close, channels, the object table and its persistence. */
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -256,25 +258,45 @@ static ea_err load_one(void *ctx, ea_err status, const ea_store_rec *rec)
     return rc;
 }
 
-ea_err ea_emu_open(const char *dir, const ea_emu_opts *opts, ea_emu **out, char *errbuf,
-                   size_t errlen)
+/* The chips this process has open. One process may open the same chip
+ * several times (the host library's emu: transport and the provider's own
+ * session, say): they share one ea_emu, each with its own channels, instead
+ * of fighting over the directory lock. The only mutable file-scope state of
+ * emu/, guarded by its own mutex. */
+static pthread_mutex_t open_lock = PTHREAD_MUTEX_INITIALIZER;
+static ea_emu *open_chips;
+
+static void free_chip(ea_emu *emu)
+{
+    while (emu->chans)
+        ea_emu_chan_close(emu->chans);
+    for (size_t i = 0; i < emu->n_objs; i++)
+        obj_free(emu->objs[i]);
+    free(emu->objs);
+    ea_store_close(emu->store);
+    OSSL_LIB_CTX_free(emu->libctx);
+    pthread_mutex_destroy(&emu->lock);
+    free(emu->realdir);
+    free(emu);
+}
+
+static ea_err open_chip(const char *dir, const char *realdir, const ea_emu_opts *opts, ea_emu **out,
+                        char *errbuf, size_t errlen)
 {
     ea_err rc = EA_ERR_INTERNAL;
     ea_emu *emu;
     ea_store_opts so = { 0 };
 
-    if (!dir || !out)
-        return EA_ERR_ARG;
-    if (errbuf && errlen)
-        errbuf[0] = '\0';
     emu = calloc(1, sizeof *emu);
     if (!emu)
         return EA_ERR_NO_MEMORY;
     pthread_mutex_init(&emu->lock, NULL);
     emu->version = opts && opts->applet_version ? opts->applet_version : EMU_DEFAULT_VERSION;
     emu->allow_factory_reset = opts && opts->allow_factory_reset;
+    emu->refs = 1;
+    emu->realdir = strdup(realdir);
     emu->libctx = OSSL_LIB_CTX_new();
-    if (!emu->libctx) {
+    if (!emu->libctx || !emu->realdir) {
         rc = EA_ERR_CRYPTO;
         goto fail;
     }
@@ -290,7 +312,38 @@ ea_err ea_emu_open(const char *dir, const ea_emu_opts *opts, ea_emu **out, char 
     *out = emu;
     return EA_OK;
 fail:
-    ea_emu_close(emu);
+    free_chip(emu);
+    return rc;
+}
+
+ea_err ea_emu_open(const char *dir, const ea_emu_opts *opts, ea_emu **out, char *errbuf,
+                   size_t errlen)
+{
+    char real[PATH_MAX];
+    ea_err rc = EA_OK;
+
+    if (!dir || !out)
+        return EA_ERR_ARG;
+    if (errbuf && errlen)
+        errbuf[0] = '\0';
+    if (!realpath(dir, real)) {
+        if (errbuf && errlen)
+            snprintf(errbuf, errlen, "cannot open chip %s: %s", dir, strerror(errno));
+        return errno == ENOENT ? EA_ERR_NOT_FOUND : EA_ERR_IO;
+    }
+    pthread_mutex_lock(&open_lock);
+    ea_emu *e;
+    for (e = open_chips; e; e = e->next_open)
+        if (strcmp(e->realdir, real) == 0)
+            break;
+    if (e) {
+        e->refs++;
+        *out = e;
+    } else if ((rc = open_chip(dir, real, opts, out, errbuf, errlen)) == EA_OK) {
+        (*out)->next_open = open_chips;
+        open_chips = *out;
+    }
+    pthread_mutex_unlock(&open_lock);
     return rc;
 }
 
@@ -298,15 +351,18 @@ void ea_emu_close(ea_emu *emu)
 {
     if (!emu)
         return;
-    while (emu->chans)
-        ea_emu_chan_close(emu->chans);
-    for (size_t i = 0; i < emu->n_objs; i++)
-        obj_free(emu->objs[i]);
-    free(emu->objs);
-    ea_store_close(emu->store);
-    OSSL_LIB_CTX_free(emu->libctx);
-    pthread_mutex_destroy(&emu->lock);
-    free(emu);
+    pthread_mutex_lock(&open_lock);
+    bool last = --emu->refs == 0;
+    if (last) {
+        for (ea_emu **pp = &open_chips; *pp; pp = &(*pp)->next_open)
+            if (*pp == emu) {
+                *pp = emu->next_open;
+                break;
+            }
+    }
+    pthread_mutex_unlock(&open_lock);
+    if (last)
+        free_chip(emu);
 }
 
 ea_err ea_emu_chan_open(ea_emu *emu, ea_emu_chan **out)

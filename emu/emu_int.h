@@ -70,6 +70,11 @@ struct ea_emu {
     ea_obj **objs; /* sorted by id; transient ones carry their channel */
     size_t n_objs, cap_objs;
     ea_emu_chan *chans;
+    /* Opens of the same chip within one process share this object (see
+     * ea_emu_open); the last close frees it. */
+    char *realdir;
+    unsigned refs;
+    struct ea_emu *next_open;
 };
 
 /* One command being processed. */

@@ -135,6 +135,25 @@ static void test_delete_all_needs_factory_reset(void **state)
     tu_chip_free(&c);
 }
 
+static void test_same_chip_twice_in_process(void **state)
+{
+    tu_chip *c = *state;
+    ea_emu *again;
+    ea_emu_chan *ch2;
+    char err[256];
+    /* A second open in this process shares the chip (no lock fight)... */
+    assert_int_equal(ea_emu_open(c->dir, NULL, &again, err, sizeof err), EA_OK);
+    assert_ptr_equal(again, c->emu);
+    assert_int_equal(ea_emu_chan_open(again, &ch2), EA_OK);
+    tu_select(ch2);
+    expect_rsp(c->ch, "80 01 61 00 09 41 04 7B 00 0C 01 42 01 03", "90 00");
+    expect_rsp(ch2, "80 04 00 27 06 41 04 7B 00 0C 01", "41 01 01 90 00");
+    /* ...and closing one reference leaves the other working. */
+    ea_emu_chan_close(ch2);
+    ea_emu_close(again);
+    expect_rsp(c->ch, "80 04 00 27 06 41 04 7B 00 0C 01", "41 01 01 90 00");
+}
+
 static void test_select_7_2(void **state)
 {
     tu_chip *c = *state;
@@ -513,6 +532,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_select_and_version_applet_3_1),
         cmocka_unit_test(test_delete_all_needs_factory_reset),
+        cmocka_unit_test_setup_teardown(test_same_chip_twice_in_process, setup, teardown),
         cmocka_unit_test_setup_teardown(test_select_7_2, setup, teardown),
         cmocka_unit_test_setup_teardown(test_object_lifecycle_golden, setup, teardown),
         cmocka_unit_test_setup_teardown(test_policy_golden, setup, teardown),

@@ -51,7 +51,10 @@ typedef struct ea_emu_opts {
 } ea_emu_opts;
 
 /* Open (and lock) a chip. opts may be NULL. errbuf receives a one-line reason
- * on failure, e.g. who holds the lock. */
+ * on failure, e.g. who holds the lock. Within one process, opening the same
+ * directory again returns the same chip (reference counted; opts of the
+ * later opens are ignored): each user then works on its own channels.
+ * Another process gets EA_ERR_LOCKED naming the holder. */
 ea_err ea_emu_open(const char *dir, const ea_emu_opts *opts, ea_emu **out, char *errbuf,
                    size_t errlen);
 /* Close the chip and every channel still open on it. NULL is a no-op. */
