@@ -11,6 +11,7 @@
 #include <openssl/params.h>
 #include <openssl/provider.h>
 
+#include "edgeauth/provider.h"
 #include "provider/prov.h"
 
 /* ---- algorithm tables ------------------------------------------------------ */
@@ -195,10 +196,8 @@ static const OSSL_DISPATCH provider_functions[] = {
     { 0, NULL },
 };
 
-OSSL_provider_init_fn OSSL_provider_init;
-
-__attribute__((visibility("default"))) int OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in, const OSSL_DISPATCH **out,
-                       void **provctx)
+int ea_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in, const OSSL_DISPATCH **out,
+                     void **provctx)
 {
     OSSL_FUNC_core_get_params_fn *core_get_params = NULL;
     const OSSL_DISPATCH *in0 = in;
@@ -248,4 +247,27 @@ __attribute__((visibility("default"))) int OSSL_provider_init(const OSSL_CORE_HA
     *out = provider_functions;
     *provctx = p;
     return 1;
+}
+
+/* The module's entry point (edgeauth.so). */
+OSSL_provider_init_fn OSSL_provider_init;
+__attribute__((visibility("default"))) int OSSL_provider_init(const OSSL_CORE_HANDLE *handle,
+                                                              const OSSL_DISPATCH *in, const OSSL_DISPATCH **out,
+                                                              void **provctx)
+{
+    return ea_provider_init(handle, in, out, provctx);
+}
+
+ea_err ea_provider_load(OSSL_LIB_CTX *libctx, OSSL_PROVIDER **out)
+{
+    OSSL_PROVIDER *p;
+    if (!out)
+        return EA_ERR_ARG;
+    /* A second registration of the same name fails harmlessly. */
+    if (!OSSL_PROVIDER_available(libctx, EA_PROV_NAME))
+        (void)OSSL_PROVIDER_add_builtin(libctx, EA_PROV_NAME, ea_provider_init);
+    if (!(p = OSSL_PROVIDER_load(libctx, EA_PROV_NAME)))
+        return EA_ERR_CRYPTO;
+    *out = p;
+    return EA_OK;
 }

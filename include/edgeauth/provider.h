@@ -1,0 +1,40 @@
+/* edgeauth — the OpenSSL 3 provider, in-process.
+ *
+ * The provider ships as the module edgeauth.so (loaded by name, e.g.
+ * `openssl ... -provider default -provider edgeauth` or openssl.cnf), and the
+ * same code is linked into libedgeauth so a program can use it without a
+ * module file:
+ *
+ *     OSSL_PROVIDER_load(libctx, "default");         // default first
+ *     ea_provider_load(libctx, &prov);               // then edgeauth
+ *     OSSL_STORE_open_ex("se05x:0xF0000100?se=unix:/run/se.sock", libctx, ...)
+ *
+ * The SE is taken from the key's URI (?se=), else EDGEAUTH_SE, else the host
+ * library's default (see host.h). Load the default provider first and set
+ * no global property query: generic fetches then stay with the default
+ * provider and only SE keys come here (docs/PROVIDER.md). */
+#ifndef EDGEAUTH_PROVIDER_H
+#define EDGEAUTH_PROVIDER_H
+
+#include <openssl/core.h>
+#include <openssl/provider.h>
+
+#include "edgeauth/err.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The provider's init function (what edgeauth.so exports as
+ * OSSL_provider_init), for OSSL_PROVIDER_add_builtin. */
+int ea_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in, const OSSL_DISPATCH **out,
+                     void **provctx);
+
+/* Register the built-in provider under the name "edgeauth" in libctx (NULL =
+ * the default library context) and load it. */
+ea_err ea_provider_load(OSSL_LIB_CTX *libctx, OSSL_PROVIDER **out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
