@@ -31,6 +31,7 @@ check: deps
 bench: build
 	@$(BUILD)/bin/bench_se_sign
 	@$(BUILD)/bin/bench_se_ops
+	@$(BUILD)/bin/bench_handshake -m $(BUILD)/lib/ossl-modules
 
 install: build
 	@cmake --install $(BUILD)

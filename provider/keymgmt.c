@@ -352,6 +352,19 @@ static void *km_gen(void *genctx, OSSL_CALLBACK *cb, void *cbarg)
     }
     if (!(h = ea_prov_host(g->prov, g->uri)))
         return NULL;
+    /* Never replace a key silently: its certificate would be orphaned (and
+     * WriteECKey on an existing object would ignore the curve asked for). */
+    bool exists = false;
+    if ((rc = ea_host_exists(h, g->id, &exists)) != EA_OK) {
+        ea_prov_raise(g->prov, rc, "%s", ea_host_last_error(h));
+        return NULL;
+    }
+    if (exists) {
+        ea_prov_raise(g->prov, EA_ERR_EXISTS, "SE object 0x%08X already exists: delete it first "
+                                              "(edgeauth se delete --id 0x%08X) or choose another id",
+                      g->id, g->id);
+        return NULL;
+    }
     if ((rc = ea_host_ec_generate(h, g->id, g->curve, g->has_policy ? &g->policy : NULL, false)) != EA_OK) {
         ea_prov_raise(g->prov, rc, "%s", ea_host_last_error(h));
         return NULL;

@@ -158,7 +158,8 @@ ea_host *ea_prov_host(ea_prov *p, const char *uri)
         }
         ea_err rc = ea_host_open(*want ? want : NULL, NULL, &free_slot->h, err, sizeof err);
         if (rc != EA_OK) {
-            ea_prov_raise(p, rc, "cannot reach the secure element %s: %s", *want ? want : "(default)", err);
+            /* err names the SE already (the host library puts the URI first). */
+            ea_prov_raise(p, rc, "cannot reach the secure element%s: %s", *want ? "" : " (default)", err);
             free_slot->h = NULL;
             goto out;
         }

@@ -28,6 +28,7 @@ typedef struct st_ctx {
     uint32_t id;
     char uri[EA_PROV_URI_MAX];
     bool done;
+    int expect; /* OSSL_STORE_INFO_* the caller wants, 0 = anything */
 } st_ctx;
 
 static void *st_open(void *provctx, const char *uri)
@@ -139,6 +140,17 @@ static int st_load(void *vctx, OSSL_CALLBACK *object_cb, void *object_cbarg, OSS
             ea_prov_raise(c->prov, rc, "SE object 0x%08X: %s", c->id, ea_host_last_error(h));
         return 0;
     }
+    bool is_key = type == EA_TYPE_EC_P256_PAIR || type == EA_TYPE_EC_P384_PAIR || type == EA_TYPE_EC_P256_PRIV ||
+                  type == EA_TYPE_EC_P384_PRIV;
+    if (is_key && c->expect && c->expect != OSSL_STORE_INFO_PKEY) {
+        ea_prov_raise(c->prov, EA_ERR_CONDITIONS, "SE object 0x%08X is a key, not a certificate", c->id);
+        return 0;
+    }
+    if (type == EA_TYPE_BINARY && c->expect && c->expect != OSSL_STORE_INFO_CERT) {
+        ea_prov_raise(c->prov, EA_ERR_CONDITIONS, "SE object 0x%08X is a binary object (a certificate), not a key",
+                      c->id);
+        return 0;
+    }
     switch (type) {
     case EA_TYPE_EC_P256_PAIR:
     case EA_TYPE_EC_P384_PAIR:
@@ -167,9 +179,12 @@ static int st_close(void *vctx)
 
 static int st_set_ctx_params(void *vctx, const OSSL_PARAM params[])
 {
-    (void)vctx;
-    (void)params;
-    return 1; /* one object per URI: "expect" and search criteria change nothing */
+    st_ctx *c = vctx;
+    const OSSL_PARAM *p;
+    /* One object per URI: "expect" only lets us say clearly what it is not. */
+    if (params && (p = OSSL_PARAM_locate_const(params, OSSL_STORE_PARAM_EXPECT)) && !OSSL_PARAM_get_int(p, &c->expect))
+        return 0;
+    return 1;
 }
 
 static const OSSL_PARAM *st_settable_ctx_params(void *provctx)

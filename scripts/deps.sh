@@ -11,6 +11,9 @@ pkgs=(
     libjson-c-dev                           # reading the shared test vectors
     procps                                  # pgrep/pkill in tests
     curl                                    # a real program using the provider (tests)
+    mosquitto mosquitto-clients             # the cloud broker and real MQTT clients
+    mosquitto-dev libmosquitto-dev          # broker plugin API, device agent
+    libsqlite3-dev sqlite3                  # device registry
 )
 
 missing=()
