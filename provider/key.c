@@ -55,9 +55,8 @@ uint32_t ea_prov_parse_id(const char *s)
     return (uint32_t)v;
 }
 
-ea_prov_key *ea_prov_key_load(ea_prov *p, const char *uri, uint32_t id)
+static ea_prov_key *key_load(ea_prov *p, ea_host *h, const char *uri, uint32_t id)
 {
-    ea_host *h = ea_prov_host(p, uri);
     uint8_t type;
     bool transient;
     ea_prov_key *k;
@@ -97,6 +96,14 @@ ea_prov_key *ea_prov_key_load(ea_prov *p, const char *uri, uint32_t id)
         ea_prov_key_free(k);
         return NULL;
     }
+    return k;
+}
+
+ea_prov_key *ea_prov_key_load(ea_prov *p, const char *uri, uint32_t id)
+{
+    ea_host *h = ea_prov_host(p, uri);
+    ea_prov_key *k = key_load(p, h, uri, id);
+    ea_prov_host_done(p, h);
     return k;
 }
 

@@ -28,6 +28,8 @@ static OSSL_FUNC_keymgmt_gen_set_params_fn km_gen_set_params;
 static OSSL_FUNC_keymgmt_gen_settable_params_fn km_gen_settable_params;
 static OSSL_FUNC_keymgmt_gen_fn km_gen;
 static OSSL_FUNC_keymgmt_gen_cleanup_fn km_gen_cleanup;
+struct gen_ctx;
+static void *gen_in(struct gen_ctx *g, ea_host *h);
 
 #define PARAM_SE_ID "se05x-id"
 #define PARAM_SE_URI "se05x-uri"
@@ -341,7 +343,6 @@ static void *km_gen(void *genctx, OSSL_CALLBACK *cb, void *cbarg)
 {
     gen_ctx *g = genctx;
     ea_host *h;
-    ea_err rc;
     (void)cb;
     (void)cbarg;
 
@@ -352,6 +353,14 @@ static void *km_gen(void *genctx, OSSL_CALLBACK *cb, void *cbarg)
     }
     if (!(h = ea_prov_host(g->prov, g->uri)))
         return NULL;
+    void *k = gen_in(g, h);
+    ea_prov_host_done(g->prov, h);
+    return k;
+}
+
+static void *gen_in(gen_ctx *g, ea_host *h)
+{
+    ea_err rc;
     /* Never replace a key silently: its certificate would be orphaned (and
      * WriteECKey on an existing object would ignore the curve asked for). */
     bool exists = false;

@@ -29,7 +29,7 @@
 
 #define EA_PROV_NAME "edgeauth"
 #define EA_PROV_URI_MAX 1024u
-#define EA_PROV_SESSIONS 4u
+#define EA_PROV_SESSIONS 8u
 
 /* Reasons raised with ERR_raise; the strings come from ea_err_str. */
 #define EA_PROV_R_BASE 100
@@ -37,7 +37,9 @@
 typedef struct ea_prov_session {
     char uri[EA_PROV_URI_MAX]; /* "" = the provider's default SE */
     ea_host *h;
-    pid_t pid; /* the process that opened it: a forked child opens its own */
+    pid_t pid;          /* the process that opened it: a forked child opens its own */
+    unsigned busy;      /* callers between ea_prov_host and ea_prov_host_done */
+    uint64_t last_used; /* for evicting the least recently used idle session */
 } ea_prov_session;
 
 typedef struct ea_prov {
@@ -46,6 +48,7 @@ typedef struct ea_prov {
     char se_uri[EA_PROV_URI_MAX]; /* the `se` parameter of openssl.cnf, or "" */
     pthread_mutex_t lock;        /* guards the session table */
     ea_prov_session sessions[EA_PROV_SESSIONS];
+    uint64_t tick;
     OSSL_FUNC_core_new_error_fn *core_new_error;
     OSSL_FUNC_core_set_error_debug_fn *core_set_error_debug;
     OSSL_FUNC_core_vset_error_fn *core_vset_error;
@@ -80,7 +83,10 @@ _Static_assert(sizeof(ea_prov_ref) != sizeof(void *), "must not look like a prov
 /* The session for uri ("" or NULL = default), opened on first use. On
  * failure raises an error naming the SE and returns NULL. */
 ea_host *ea_prov_host(ea_prov *p, const char *uri);
-/* Drop a session whose link failed for good (it is reopened next time). */
+/* Every ea_prov_host must be paired with ea_prov_host_done once the
+ * caller is finished with the session: a session nobody uses may be closed
+ * to make room for another SE (a station working through many chips). */
+void ea_prov_host_done(ea_prov *p, ea_host *h);
 void ea_prov_raise(ea_prov *p, ea_err e, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* Keys */

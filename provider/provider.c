@@ -130,7 +130,7 @@ void ea_prov_raise(ea_prov *p, ea_err e, const char *fmt, ...)
 ea_host *ea_prov_host(ea_prov *p, const char *uri)
 {
     const char *want = uri && *uri ? uri : p->se_uri;
-    ea_prov_session *free_slot = NULL, *s = NULL;
+    ea_prov_session *slot = NULL, *s = NULL;
     ea_host *h = NULL;
     pid_t me = getpid();
 
@@ -142,35 +142,62 @@ ea_host *ea_prov_host(ea_prov *p, const char *uri)
              * Forget it without a word on the wire (closing it would send
              * JRCP_v1 CLOSE on the parent's behalf); the child opens its own. */
             c->h = NULL;
+            c->busy = 0;
         }
         if (c->h && strcmp(c->uri, want) == 0) {
             s = c;
             break;
         }
-        if (!c->h && !free_slot)
-            free_slot = c;
+        if (!c->h && !slot)
+            slot = c;
+    }
+    if (!s && !slot) {
+        /* Full: close the least recently used session nobody is using. */
+        for (size_t i = 0; i < EA_PROV_SESSIONS; i++) {
+            ea_prov_session *c = &p->sessions[i];
+            if (c->busy == 0 && (!slot || c->last_used < slot->last_used))
+                slot = c;
+        }
+        if (!slot) {
+            ea_prov_raise(p, EA_ERR_FULL, "too many secure elements in use at once (%u)", EA_PROV_SESSIONS);
+            goto out;
+        }
+        ea_host_close(slot->h);
+        slot->h = NULL;
     }
     if (!s) {
         char err[320] = "";
-        if (!free_slot) {
-            ea_prov_raise(p, EA_ERR_FULL, "too many secure elements in use (%u)", EA_PROV_SESSIONS);
-            goto out;
-        }
-        ea_err rc = ea_host_open(*want ? want : NULL, NULL, &free_slot->h, err, sizeof err);
+        ea_err rc = ea_host_open(*want ? want : NULL, NULL, &slot->h, err, sizeof err);
         if (rc != EA_OK) {
             /* err names the SE already (the host library puts the URI first). */
             ea_prov_raise(p, rc, "cannot reach the secure element%s: %s", *want ? "" : " (default)", err);
-            free_slot->h = NULL;
+            slot->h = NULL;
             goto out;
         }
-        snprintf(free_slot->uri, sizeof free_slot->uri, "%s", want);
-        free_slot->pid = me;
-        s = free_slot;
+        snprintf(slot->uri, sizeof slot->uri, "%s", want);
+        slot->pid = me;
+        slot->busy = 0;
+        s = slot;
     }
+    s->busy++;
+    s->last_used = ++p->tick;
     h = s->h;
 out:
     pthread_mutex_unlock(&p->lock);
     return h;
+}
+
+void ea_prov_host_done(ea_prov *p, ea_host *h)
+{
+    if (!h)
+        return;
+    pthread_mutex_lock(&p->lock);
+    for (size_t i = 0; i < EA_PROV_SESSIONS; i++)
+        if (p->sessions[i].h == h && p->sessions[i].busy > 0) {
+            p->sessions[i].busy--;
+            break;
+        }
+    pthread_mutex_unlock(&p->lock);
 }
 
 /* ---- init / teardown -------------------------------------------------------------- */

@@ -73,14 +73,17 @@ static int se_bytes(rng *r, unsigned char *out, size_t n)
 {
     ea_host *h = ea_prov_host(r->prov, NULL);
     ea_err rc;
+    int ok = 0;
     if (!h)
         return 0;
     if ((rc = ea_host_get_random(h, out, n)) != EA_OK) {
         ea_prov_raise(r->prov, rc, "GetRandom: %s", ea_host_last_error(h));
         r->state = EVP_RAND_STATE_ERROR;
-        return 0;
+    } else {
+        ok = 1;
     }
-    return 1;
+    ea_prov_host_done(r->prov, h);
+    return ok;
 }
 
 static int rng_generate(void *vctx, unsigned char *out, size_t outlen, unsigned int strength,

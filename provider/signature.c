@@ -157,10 +157,11 @@ static int se_sign(sig_ctx *c, const uint8_t *dg, size_t dlen, unsigned char *si
             ea_prov_raise(c->prov, rc, "the policy of SE key 0x%08X does not allow signing", c->key->id);
         else
             ea_prov_raise(c->prov, rc, "SE key 0x%08X: %s", c->key->id, ea_host_last_error(h));
-        return 0;
+    } else {
+        *siglen = n;
     }
-    *siglen = n;
-    return 1;
+    ea_prov_host_done(c->prov, h);
+    return rc == EA_OK;
 }
 
 static int sig_sign(void *vctx, unsigned char *sig, size_t *siglen, size_t sigsize, const unsigned char *tbs,

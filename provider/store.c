@@ -22,6 +22,8 @@ static OSSL_FUNC_store_eof_fn st_eof;
 static OSSL_FUNC_store_close_fn st_close;
 static OSSL_FUNC_store_set_ctx_params_fn st_set_ctx_params;
 static OSSL_FUNC_store_settable_ctx_params_fn st_settable_ctx_params;
+struct st_ctx;
+static int load_in(struct st_ctx *c, ea_host *h, OSSL_CALLBACK *object_cb, void *object_cbarg);
 
 typedef struct st_ctx {
     ea_prov *prov;
@@ -123,15 +125,22 @@ static int st_load(void *vctx, OSSL_CALLBACK *object_cb, void *object_cbarg, OSS
 {
     st_ctx *c = vctx;
     ea_host *h;
-    uint8_t type;
-    bool transient;
-    ea_err rc;
     (void)pw_cb;
     (void)pw_cbarg;
 
     c->done = true;
     if (!(h = ea_prov_host(c->prov, c->uri)))
         return 0;
+    int ok = load_in(c, h, object_cb, object_cbarg);
+    ea_prov_host_done(c->prov, h);
+    return ok;
+}
+
+static int load_in(st_ctx *c, ea_host *h, OSSL_CALLBACK *object_cb, void *object_cbarg)
+{
+    uint8_t type;
+    bool transient;
+    ea_err rc;
     if ((rc = ea_host_read_type(h, c->id, &type, &transient)) != EA_OK) {
         bool exists = false;
         if (rc == EA_ERR_CONDITIONS && ea_host_exists(h, c->id, &exists) == EA_OK && !exists)
