@@ -19,6 +19,10 @@ static const struct subcommand {
     const char *help;
 } subcommands[] = {
     { "se", cmd_se, "drive the secure element: info, list, keygen, sign, attest..." },
+    { "provision", cmd_provision, "factory station: key in the SE, CSR, certificate, chain, registry" },
+    { "onboard", cmd_onboard, "accept vendor-provisioned chips from a vendor manifest" },
+    { "ca", cmd_ca, "the OEM CA: init, server-cert, revoke, crl, audit" },
+    { "device", cmd_device, "the device agent: mutual TLS to the cloud with the key in the SE" },
     { "demo", run_demo, "create a chip and hold a narrated conversation with it" },
 };
 

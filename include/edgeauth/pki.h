@@ -7,9 +7,11 @@
  *   root.pem             root CA certificate (P-384, self-signed)
  *   intermediate.pem     OEM intermediate CA (P-256, pathlen:0, name constraints on O=<org>)
  *   root.key, intermediate.key   0600 PEM files, unless the key is in an SE (se05x:0x... URI)
- *   issued/              one DER certificate per issued serial, plus index (serial, device id, status)
- *   crl.pem              the intermediate's CRL (edgeauth ca crl)
- *   audit.log            append-only JSON lines, each with the SHA-256 of the previous line
+ *   issued/              certs.der (every issued certificate, DER, append-only) and the index
+ *                        (index.txt + index.journal: status, kind, serial, notAfter, where in certs.der, name)
+ *   crl.pem              the intermediate's CRL, then the root's (edgeauth ca crl); root-crl.pem
+ *   audit.log            append-only JSON lines, each with the SHA-256 of the previous line;
+ *                        audit.head holds the seq and SHA-256 of the last line
  *   manifest.key/.pem    the manifest-signing key and certificate (signed manifests)
  * OpenSSL types appear in this header: OpenSSL 3 is a hard dependency. */
 #ifndef EDGEAUTH_PKI_H
@@ -41,6 +43,8 @@ typedef struct ea_ca_init_opts {
     unsigned device_days;         /* 0 = notAfter 99991231235959Z (RFC 5280 "no expiry") */
     const char *device_id_pattern; /* POSIX extended regex the subject CN must match;
                                     * NULL = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$" */
+    unsigned crl_days;            /* nextUpdate of the intermediate's CRL; 0 = 30 */
+    unsigned server_days;         /* validity of server certificates; 0 = 825 */
 } ea_ca_init_opts;
 
 /* Create a new CA hierarchy in dir (refuses an existing one). */
@@ -57,10 +61,13 @@ X509 *ea_ca_intermediate(const ea_ca *ca); /* borrowed */
  * device-id pattern (and equal to device_id when not NULL), no active
  * certificate for the same device id; then applies the fixed device profile
  * (KU digitalSignature critical, EKU clientAuth, CA:FALSE critical,
- * SKI/AKI, subject O=<org>, CN=<device id>, random 128-bit serial unique in
- * this CA, validity from the configuration) and copies nothing from the
+ * SKI/AKI, subject O=<org>, CN=<device id>, random 128-bit serial (126
+ * random bits, positive) unique in this CA, validity from the configuration) and copies nothing from the
  * CSR but the public key and CN. A refusal is EA_ERR_DENIED with the
- * reason in err. note (may be NULL) goes into the audit line.
+ * reason in err (policy: key type/curve, CN, duplicate active id, revoked
+ * intermediate), except a CSR that does not parse (EA_ERR_MALFORMED) and
+ * one whose signature does not verify (EA_ERR_AUTH); err always says which.
+ * note (may be NULL) goes into the audit line.
  * On EA_OK *cert is the new certificate (X509_free it). */
 ea_err ea_ca_issue_device(ea_ca *ca, const uint8_t *csr, size_t csr_len, const char *device_id,
                           const char *note, X509 **cert, char *err, size_t errlen);
@@ -73,10 +80,46 @@ ea_err ea_ca_issue_server(ea_ca *ca, const char *cn, const char *san, const char
 
 /* Revoke by serial (hex) or device id; updates the index, audit log, CRL. */
 ea_err ea_ca_revoke(ea_ca *ca, const char *serial_or_device_id, char *err, size_t errlen);
-/* Write a fresh CRL (PEM) to dir/crl.pem and return it (X509_CRL_free). */
+/* nextUpdate of the CRLs this session writes (days; 0 = the configured
+ * crl_days). */
+ea_err ea_ca_set_crl_days(ea_ca *ca, unsigned days);
+/* Write a fresh CRL (PEM) to dir/crl.pem and return it (X509_CRL_free).
+ * crl.pem holds the intermediate's CRL first, then the root's (needed for
+ * X509_V_FLAG_CRL_CHECK_ALL); the root's is re-signed when dir/root.key is
+ * present, else kept from dir/root-crl.pem. */
 ea_err ea_ca_crl(ea_ca *ca, X509_CRL **crl, char *err, size_t errlen);
 /* Is a device id currently issued and not revoked? */
 bool ea_ca_device_active(ea_ca *ca, const char *device_id);
+/* The active certificate of a device id (X509_free it): what a rerun of a
+ * provisioning that crashed after issuance needs. EA_ERR_NOT_FOUND if none. */
+ea_err ea_ca_device_cert(ea_ca *ca, const char *device_id, X509 **cert);
+/* Any certificate this CA issued, by serial (hex, revoked ones too), else
+ * by active device id (X509_free it). EA_ERR_NOT_FOUND if none. */
+ea_err ea_ca_find_cert(ea_ca *ca, const char *serial_or_device_id, X509 **cert);
+/* The organisation (O=) of this CA. */
+const char *ea_ca_org(const ea_ca *ca);
+/* A summary for tools (`edgeauth ca show`); strings borrowed from ca. */
+typedef struct ea_ca_info {
+    size_t devices_active, devices_revoked, server_certs;
+    uint64_t audit_lines;
+    unsigned device_days, server_days, crl_days; /* device_days 0 = no expiry */
+    const char *device_id_pattern;
+    const char *intermediate_key; /* "file" or the se05x: URI */
+    bool intermediate_revoked;
+} ea_ca_info;
+void ea_ca_get_info(const ea_ca *ca, ea_ca_info *out);
+/* The manifest-signing key (dir/manifest.key) and its certificate
+ * (dir/manifest.pem, issued by the intermediate, KU digitalSignature, EKU
+ * codeSigning). New references: EVP_PKEY_free / X509_free them. */
+ea_err ea_ca_manifest_signer(ea_ca *ca, EVP_PKEY **key, X509 **cert, char *err, size_t errlen);
+
+/* Batch mode: between begin and end, issuances and revocations do not fsync
+ * issued/certs.der, the index journal or the audit log one by one;
+ * ea_ca_batch_end (or ea_ca_close) syncs them all at once. Durability
+ * trade-off: a crash inside a batch can lose the CA's record of
+ * certificates issued in that batch (docs/PKI.md). */
+ea_err ea_ca_batch_begin(ea_ca *ca);
+ea_err ea_ca_batch_end(ea_ca *ca);
 
 /* Append one audit line {"seq":N,"time":...,"event":...,...,"prev":"<sha256 of previous line>"}.
  * fields_json is a JSON object body without braces, e.g. "\"device\":\"dev-1\"" (may be NULL). */
@@ -122,7 +165,10 @@ typedef struct ea_verify_opts {
 } ea_verify_opts;
 
 /* Verify leaf against the options. EA_OK, or EA_ERR_AUTH with *reason set
- * and detail (if not NULL) a one-line explanation. */
+ * and detail (if not NULL) a one-line explanation. Beyond OpenSSL's checks
+ * (X509_V_FLAG_X509_STRICT, no partial chains) it applies our profile to the
+ * whole chain: keys EC P-256/P-384, ECDSA with SHA-256/384, the leaf not a
+ * CA and its EKU naming the role's purpose; see docs/PKI.md §9. */
 ea_err ea_pki_verify_chain(X509 *leaf, const ea_verify_opts *o, ea_verify_reason *reason, char *detail,
                            size_t detail_len);
 
