@@ -200,8 +200,18 @@ static ea_err read_se(ea_agent *a, char *err, size_t errlen)
         rc = EA_ERR_NOT_FOUND;
         goto out;
     }
-    if ((rc = read_cert(a, h, &se_objects[0], &a->cert, err, errlen)) != EA_OK ||
-        (rc = read_cert(a, h, &se_objects[1], &a->intermediate, err, errlen)) != EA_OK)
+    if ((rc = read_cert(a, h, &se_objects[0], &a->cert, err, errlen)) != EA_OK)
+        goto out;
+    /* A chip provisioned by its vendor holds only its leaf (issued straight
+     * by the vendor CA) and no OEM chain: with --ca it presents the leaf
+     * alone. A chip provisioned by the OEM must have its intermediate. */
+    bool have_inter = true;
+    if (a->o.ca_file && (rc = ea_host_exists(h, se_objects[1].id, &have_inter)) != EA_OK) {
+        snprintf(err, errlen, "cannot ask the SE %s for object 0x%08X: %s", a->se_uri, se_objects[1].id,
+                 ea_host_last_error(h));
+        goto out;
+    }
+    if (have_inter && (rc = read_cert(a, h, &se_objects[1], &a->intermediate, err, errlen)) != EA_OK)
         goto out;
     if (!a->o.ca_file) {
         if ((rc = read_cert(a, h, &se_objects[2], &root, err, errlen)) != EA_OK)
@@ -326,7 +336,7 @@ static int verify_server(X509_STORE_CTX *xs, void *arg)
     uint64_t t0;
     ea_err rc;
 
-    if (!pool || !sk_X509_push(pool, a->intermediate)) {
+    if (!pool || (a->intermediate && !sk_X509_push(pool, a->intermediate))) {
         sk_X509_free(pool);
         X509_STORE_CTX_set_error(xs, X509_V_ERR_OUT_OF_MEM);
         return 0;
@@ -462,7 +472,7 @@ static ea_err build_ctx(ea_agent *a, char *err, size_t errlen)
                  EA_AGENT_CERT_ID, EA_AGENT_KEY_ID, why);
         return EA_ERR_AUTH;
     }
-    if (!SSL_CTX_add1_chain_cert(a->ctx, a->intermediate))
+    if (a->intermediate && !SSL_CTX_add1_chain_cert(a->ctx, a->intermediate))
         goto ossl;
     /* The SE signs a SHA-256 digest with the P-256 key; offer nothing else
      * for our CertificateVerify (TLS 1.2 would otherwise allow SHA-512). */
