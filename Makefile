@@ -18,7 +18,7 @@ build: deps $(BUILD)/CMakeCache.txt
 	@cmake --build $(BUILD) -j $(JOBS) >/dev/null
 
 demo: build
-	@$(BUILD)/bin/edgeauth demo
+	@scripts/demo.sh $(BUILD)
 
 # All tests under AddressSanitizer + UndefinedBehaviorSanitizer, warnings as
 # errors, built with clang so that the libFuzzer targets build and run too.

@@ -23,6 +23,7 @@ static const struct subcommand {
     { "onboard", cmd_onboard, "accept vendor-provisioned chips from a vendor manifest" },
     { "ca", cmd_ca, "the OEM CA: init, server-cert, revoke, crl, audit" },
     { "device", cmd_device, "the device agent: mutual TLS to the cloud with the key in the SE" },
+    { "cloud", cmd_cloud, "the OEM cloud: broker config, devices, revocation" },
     { "demo", run_demo, "create a chip and hold a narrated conversation with it" },
 };
 
