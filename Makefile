@@ -34,6 +34,7 @@ bench: build
 	@$(BUILD)/bin/bench_handshake -m $(BUILD)/lib/ossl-modules
 	@$(BUILD)/bin/bench_ca_issue
 	@$(BUILD)/bin/bench_provision
+	@bash scripts/bench_cloud.sh $(BUILD)
 
 install: build
 	@cmake --install $(BUILD)
