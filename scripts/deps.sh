@@ -9,7 +9,7 @@ pkgs=(
     libssl-dev openssl                      # OpenSSL 3 (crypto for everything) + CLI for tests
     libcmocka-dev                           # unit tests
     libjson-c-dev                           # reading the shared test vectors
-    procps iproute2 coreutils               # pgrep/pkill, ss, stdbuf in tests
+    procps iproute2 coreutils jq python3    # test tools: pgrep/pkill, ss, stdbuf, jq, a byte flip
     curl                                    # a real program using the provider (tests)
     mosquitto mosquitto-clients             # the cloud broker and real MQTT clients
     mosquitto-dev libmosquitto-dev          # broker plugin API, device agent
