@@ -283,7 +283,8 @@ int main(int argc, char **argv)
     if (argc < 2)
         die("usage: bench_cloud_connect rate|mem --ca ROOT --devdir DIR --devices K --port NAME=PORT ...");
     mode = argv[1];
-    for (int i = 2; i < argc; i++) {
+    /* Options come in pairs: OPTION VALUE. */
+    for (int i = 2; i < argc; i += 2) {
         const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
         if (!val)
             die("option without value");
@@ -308,7 +309,6 @@ int main(int argc, char **argv)
             settle = atoi(val);
         else
             die("unknown option");
-        i++;
     }
     if (!ca || !dir || k < 1 || np < 1 || n < 1 || rounds < 1 || rounds > MAX_ROUNDS || procs < 1 ||
         procs > MAX_PROCS || k < procs)
