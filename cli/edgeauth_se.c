@@ -1,6 +1,7 @@
 /* edgeauth-se: create, serve and check an emulated SE05x chip.
  *
  *   edgeauth-se init  --state DIR [--vendor-ca DIR] [--seal-key FILE] [--preprovision] [--force]
+ *                     [--scp03-keys-out FILE] [--scp03-keys default:VARIANT|FILE]
  *   edgeauth-se serve --state DIR [--listen URI]... [--allow-remote] [--seal-key FILE]
  *                     [--pidfile FILE] [-v]
  *   edgeauth-se check --state DIR [--seal-key FILE]
@@ -44,7 +45,8 @@ static const struct subcommand {
     const char *desc;
 } subcommands[] = {
     { "init", cmd_init,
-      "init --state DIR [--vendor-ca DIR] [--seal-key FILE] [--preprovision] [--force]",
+      "init --state DIR [--vendor-ca DIR] [--seal-key FILE] [--preprovision] [--force] "
+      "[--scp03-keys-out FILE] [--scp03-keys default:VARIANT|FILE]",
       "create a new chip in DIR" },
     { "serve", cmd_serve,
       "serve --state DIR [--listen URI]... [--allow-remote] [--seal-key FILE] [--pidfile FILE] "
@@ -115,6 +117,8 @@ static int cmd_init(int argc, char **argv)
         { "seal-key", required_argument, NULL, 'k' },
         { "preprovision", no_argument, NULL, 'p' },
         { "force", no_argument, NULL, 'f' },
+        { "scp03-keys-out", required_argument, NULL, 'O' },
+        { "scp03-keys", required_argument, NULL, 'K' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -132,6 +136,8 @@ static int cmd_init(int argc, char **argv)
         case 'k': io.seal_key_path = optarg; break;
         case 'p': io.preprovision = 1; break;
         case 'f': io.force = 1; break;
+        case 'O': io.scp03_keys_out = optarg; break;
+        case 'K': io.scp03_keys = optarg; break;
         case 'h':
             return help("init",
                         "  --state DIR       the chip's state directory (created, mode 0700)\n"
@@ -140,7 +146,14 @@ static int cmd_init(int argc, char **argv)
                         "  --seal-key FILE   write the sealing secret here instead of "
                         "DIR/seal.key\n"
                         "  --preprovision    also create device key F0000100 + cert F0000101\n"
-                        "  --force           wipe an existing chip in DIR first\n");
+                        "  --force           wipe an existing chip in DIR first\n"
+                        "  --scp03-keys-out FILE  export the chip's Platform SCP03 keys (ENC, MAC,\n"
+                        "                    DEK) to FILE, mode 0600, for the host's ?scp03=FILE;\n"
+                        "                    this is the only time the chip gives them out\n"
+                        "  --scp03-keys default:VARIANT|FILE  use NXP's published default keys of\n"
+                        "                    VARIANT (e.g. SE050C1; compatibility tests only: they\n"
+                        "                    are public) or the keys in FILE instead of fresh\n"
+                        "                    random ones\n");
         default: return usage_short("init");
         }
     }
@@ -168,6 +181,11 @@ static int cmd_init(int argc, char **argv)
         printf("%s/vendor)\n", state);
     if (io.preprovision)
         printf("  device key       F0000100, certificate F0000101\n");
+    printf("  platform SCP03   key version 0B, %s%s%s\n",
+           io.scp03_keys ? (strncmp(io.scp03_keys, "default:", 8) ? "keys from the given file" : "PUBLISHED default keys (not secret)")
+                         : "random keys",
+           io.scp03_keys_out ? ", exported to " : (io.scp03_keys ? "" : ", not exported"),
+           io.scp03_keys_out ? io.scp03_keys_out : "");
     if (env_key != NULL && *env_key != '\0')
         printf("  sealing secret   from EDGEAUTH_SE_SEAL_KEY (not stored)\n");
     else if (io.seal_key_path != NULL)

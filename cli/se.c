@@ -346,18 +346,19 @@ typedef struct se_args {
     const struct alg_def *alg; /* NULL = from the digest length */
     const char *out, *in, *sig, *vendor_ca;
     size_t count; /* `random N` */
+    int scp_mode; /* `scp03 require|release`: 1 / 2 */
 } se_args;
 
 typedef struct se_ctx se_ctx;
 typedef int se_fn(se_ctx *c);
 static se_fn se_info, se_list, se_keygen, se_pubkey, se_delete, se_random, se_write, se_read, se_sign,
-    se_verify, se_attest;
+    se_verify, se_attest, se_scp03;
 
 static const struct se_cmd {
     const char *name;
     se_fn *fn;
     unsigned opts, need;
-    bool count; /* takes the positional N */
+    bool count; /* takes the positional N (random) or the mode word (scp03) */
     const char *usage;
     const char *desc;
 } se_cmds[] = {
@@ -384,6 +385,8 @@ static const struct se_cmd {
     { "attest", se_attest, OPT_ID | OPT_VENDOR_CA | OPT_ATTEST_KEY | OPT_ATTEST_CERT, OPT_ID | OPT_VENDOR_CA,
       false, "attest --id ID --vendor-ca FILE [--attest-key ID] [--attest-cert ID]",
       "read an object with attestation and prove where it comes from" },
+    { "scp03", se_scp03, 0, 0, true, "scp03 require|release",
+      "make the chip refuse every command outside Platform SCP03, or lift that (needs ?scp03=)" },
 };
 
 struct se_ctx {
@@ -836,7 +839,12 @@ static int parse_args(se_ctx *c, int argc, char **argv)
         if (st)
             return st;
     }
-    if (sc->count) {
+    if (sc->count && sc->fn == se_scp03) {
+        if (optind >= argc || (strcmp(argv[optind], "require") && strcmp(argv[optind], "release")))
+            return usage_error(sc, "say require or release");
+        c->a.scp_mode = strcmp(argv[optind], "require") == 0 ? 1 : 2;
+        optind++;
+    } else if (sc->count) {
         uint32_t v;
         if (optind >= argc)
             return usage_error(sc, "how many bytes? (e.g. random 32)");
@@ -970,6 +978,7 @@ static int se_info(se_ctx *c)
         j_num(&j, "free_transient_deselect", deselect);
         j_str(&j, "transport", ea_host_transport(c->h));
         j_str(&j, "uri", ea_host_uri(c->h));
+        j_bool(&j, "scp03", ea_host_secure(c->h));
         j_end(&j);
         return 0;
     }
@@ -981,6 +990,30 @@ static int se_info(se_ctx *c)
     printf("free transient   %u bytes (cleared on reset), %u bytes (cleared on deselect)\n", reset, deselect);
     printf("transport        %s\n", ea_host_transport(c->h));
     printf("uri              %s\n", ea_host_uri(c->h));
+    printf("channel          %s\n",
+           ea_host_secure(c->h) ? "Platform SCP03 (C-MAC, C-DEC, R-MAC, R-ENC)" : "plain");
+    return 0;
+}
+
+/* ---- scp03 ------------------------------------------------------------------- */
+
+static int se_scp03(se_ctx *c)
+{
+    bool require = c->a.scp_mode == 1;
+    if (!ea_host_secure(c->h))
+        return fail(c, "SetPlatformSCPRequest must travel through Platform SCP03: give the keys "
+                       "with ?scp03=FILE on the SE URI or EDGEAUTH_SE_SCP03");
+    ea_err rc = ea_host_set_platform_scp(c->h, require);
+    if (rc != EA_OK)
+        return host_fail(c, rc, 0, "scp03");
+    if (c->json) {
+        jw j = j_begin(c);
+        j_bool(&j, "scp03_required", require);
+        j_end(&j);
+    } else {
+        printf(require ? "the chip now refuses every command outside Platform SCP03\n"
+                       : "the chip accepts plain commands again\n");
+    }
     return 0;
 }
 

@@ -142,4 +142,27 @@ ea_err ea_scp03_unwrap_response(ea_scp03_session *s, const uint8_t *rsp, size_t 
 /* Wipe keys, cryptograms, MCV and counters. NULL is a no-op. */
 void ea_scp03_wipe(ea_scp03_session *s);
 
+/* ---- static keys ------------------------------------------------------- */
+
+/* The three static Platform SCP03 keys of a chip (key version 0x0B). */
+typedef struct ea_scp03_keys {
+    uint8_t enc[EA_SCP03_KEY_LEN];
+    uint8_t mac[EA_SCP03_KEY_LEN];
+    uint8_t dek[EA_SCP03_KEY_LEN];
+} ea_scp03_keys;
+
+/* Load keys from spec: "default:VARIANT" picks NXP's published default keys
+ * of that variant (spec §7.2: SE050C1, SE050E, ... case-insensitive), any
+ * other string is the path of a key file in the Plug&Trust format (lines
+ * "ENC <32 hex>", "MAC <32 hex>", optional "DEK <32 hex>"; blank lines and
+ * '#' comments allowed). A file readable or writable by group or others is
+ * refused (EA_ERR_DENIED), like ssh does with private keys. err receives a
+ * one-line reason; out is wiped on failure. */
+ea_err ea_scp03_keys_load(const char *spec, ea_scp03_keys *out, char *err, size_t errlen);
+/* The key file text for k (three lines). */
+ea_err ea_scp03_keys_format(const ea_scp03_keys *k, char *out, size_t cap);
+/* Space-separated names accepted after "default:". */
+const char *ea_scp03_default_names(void);
+void ea_scp03_keys_wipe(ea_scp03_keys *k);
+
 #endif

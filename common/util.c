@@ -5,6 +5,8 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -199,4 +201,14 @@ ea_err ea_mkdir_p(const char *path, unsigned mode)
         }
     }
     return EA_OK;
+}
+
+void ea_seterr(char *err, size_t n, const char *fmt, ...)
+{
+    va_list ap;
+    if (!err || !n)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err, n, fmt, ap);
+    va_end(ap);
 }

@@ -8,6 +8,9 @@
 
 #include "edgeauth/err.h"
 
+/* Write a one-line reason into err (capacity n); NULL or n == 0: no-op. */
+__attribute__((format(printf, 3, 4))) void ea_seterr(char *err, size_t n, const char *fmt, ...);
+
 /* Wipe a secret; never optimised away (OPENSSL_cleanse). */
 void ea_cleanse(void *p, size_t n);
 

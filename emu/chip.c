@@ -241,6 +241,8 @@ ea_err obj_remove(apdu_ctx *c, ea_obj *o)
 static ea_err load_one(void *ctx, ea_err status, const ea_store_rec *rec)
 {
     ea_emu *emu = ctx;
+    if (rec->id == EMU_SD_RECORD_ID)
+        return sd_load(emu, status, rec);
     ea_obj *o = obj_new(rec->id);
     if (!o)
         return EA_ERR_NO_MEMORY;
@@ -273,6 +275,7 @@ static void free_chip(ea_emu *emu)
     for (size_t i = 0; i < emu->n_objs; i++)
         obj_free(emu->objs[i]);
     free(emu->objs);
+    ea_cleanse(&emu->sd, sizeof emu->sd);
     ea_store_close(emu->store);
     OSSL_LIB_CTX_free(emu->libctx);
     pthread_mutex_destroy(&emu->lock);
@@ -411,6 +414,7 @@ void ea_emu_chan_reset(ea_emu_chan *ch)
         return;
     pthread_mutex_lock(&ch->emu->lock);
     emu_chan_deselect(ch);
+    sd_chan_end(ch); /* a reset ends the secure session too (spec §7.7) */
     pthread_mutex_unlock(&ch->emu->lock);
 }
 
@@ -421,6 +425,17 @@ ea_err ea_emu_test_set_tls_random(ea_emu_chan *ch, const uint8_t random[32])
     pthread_mutex_lock(&ch->emu->lock);
     memcpy(ch->tls_random, random, 32);
     ch->tls_random_set = true;
+    pthread_mutex_unlock(&ch->emu->lock);
+    return EA_OK;
+}
+
+ea_err ea_emu_test_set_card_challenge(ea_emu_chan *ch, const uint8_t challenge[8])
+{
+    if (!ch || !challenge)
+        return EA_ERR_ARG;
+    pthread_mutex_lock(&ch->emu->lock);
+    memcpy(ch->test_card_challenge, challenge, sizeof ch->test_card_challenge);
+    ch->test_card_challenge_set = true;
     pthread_mutex_unlock(&ch->emu->lock);
     return EA_OK;
 }

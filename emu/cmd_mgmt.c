@@ -106,6 +106,8 @@ ea_err cmd_delete_object(apdu_ctx *c, ea_wbuf *rsp)
 static int keep_provisioned(void *ctx, uint32_t id)
 {
     ea_emu *emu = ctx;
+    if (id == EMU_SD_RECORD_ID)
+        return 1; /* the security domain is not the applet's to erase */
     for (size_t i = 0; i < emu->n_objs; i++)
         if (emu->objs[i]->id == id && !emu->objs[i]->transient)
             return emu->objs[i]->origin == EA_ORIGIN_PROVISIONED || id == EA_OBJ_UNIQUE_ID;

@@ -119,6 +119,7 @@ static const route routes[] = {
     { EA_INS_MGMT, MOD_NONE, EA_P1_DEFAULT, EA_P2_EXIST, cmd_check_exists },
     { EA_INS_MGMT, MOD_NONE, EA_P1_DEFAULT, EA_P2_DELETE_OBJECT, cmd_delete_object },
     { EA_INS_MGMT, MOD_NONE, EA_P1_DEFAULT, EA_P2_DELETE_ALL, cmd_delete_all },
+    { EA_INS_MGMT, MOD_NONE, EA_P1_DEFAULT, EA_P2_SCP, cmd_set_platform_scp },
     { EA_INS_MGMT, MOD_NONE, EA_P1_CURVE, EA_P2_DELETE_OBJECT, cmd_delete_curve },
     { EA_INS_READ, EA_INS_MASK_ATTEST, EA_P1_DEFAULT, EA_P2_DEFAULT, cmd_read_object },
     { EA_INS_READ, MOD_NONE, EA_P1_DEFAULT, EA_P2_TYPE, cmd_read_type },
@@ -340,6 +341,88 @@ static uint16_t dispatch(apdu_ctx *c, ea_wbuf *rsp)
     return ins_known && !p_known ? EA_SW_INCORRECT_P1P2 : EA_SW_INS_NOT_SUPPORTED;
 }
 
+#define GP_CLA 0x80u
+#define GP_CLA_MAC 0x84u
+#define GP_INS_INITIALIZE_UPDATE 0x50u
+#define GP_INS_EXTERNAL_AUTHENTICATE 0x82u
+/* Worst-case growth of a response under R-ENC + R-MAC: padding + MAC. */
+#define SCP_RSP_OVERHEAD (EA_SCP03_BLOCK + EA_SCP03_MAC_LEN)
+
+static bool is_handshake(const apdu_ctx *c)
+{
+    return (c->cla == GP_CLA && c->ins == GP_INS_INITIALIZE_UPDATE) ||
+           (c->cla == GP_CLA_MAC && c->ins == GP_INS_EXTERNAL_AUTHENTICATE);
+}
+
+/* A command that arrived in the clear. */
+static uint16_t dispatch_plain(apdu_ctx *c, ea_wbuf *rsp)
+{
+    ea_emu_chan *ch = c->ch;
+    if (c->cla == GP_CLA && c->ins == GP_INS_INITIALIZE_UPDATE)
+        return sd_initialize_update(c, rsp);
+    if (c->cla == GP_CLA_MAC && c->ins == GP_INS_EXTERNAL_AUTHENTICATE)
+        return sd_external_authenticate(c);
+    if (c->cla == EA_CLA_ISO && c->ins == EA_INS_SELECT) {
+        /* Selecting the applet again starts over: no secure session. */
+        sd_chan_end(ch);
+        return do_select(c, rsp);
+    }
+    if (ch->scp_state != SCP_NONE) {
+        /* A plain command inside a secure session: refused, and the
+         * session is over (GP: a security failure closes the channel). */
+        sd_chan_end(ch);
+        return EA_SW_SECURITY_STATUS;
+    }
+    if (c->emu->sd.scp_required)
+        return EA_SW_SECURITY_STATUS;
+    return dispatch(c, rsp);
+}
+
+/* A command with CLA bit 04: verify and decrypt it, run it, and wrap the
+ * answer. Anything wrong with the frame ends the session and answers a bare
+ * 6982; no plaintext is ever produced from a frame that failed its MAC. */
+static void transceive_wrapped(ea_emu_chan *ch, const uint8_t *capdu, size_t clen, uint8_t *rapdu,
+                               size_t cap, size_t *rlen)
+{
+    uint8_t plain[EA_EMU_APDU_MAX], inner[EA_EMU_APDU_MAX];
+    size_t pl = sizeof plain;
+    uint16_t sw;
+
+    if (ch->scp_state != SCP_AUTHENTICATED ||
+        ea_scp03_unwrap_command(&ch->scp, capdu, clen, plain, &pl) != EA_OK) {
+        sd_chan_end(ch);
+        sw = EA_SW_SECURITY_STATUS;
+        goto bare;
+    }
+    apdu_ctx c = { .emu = ch->emu, .ch = ch, .secure = true };
+    size_t icap = cap > 2 + SCP_RSP_OVERHEAD ? cap - 2 - SCP_RSP_OVERHEAD : 0;
+    ea_wbuf rsp = ea_wbuf_make(inner, icap);
+    if (!parse_frame(plain, pl, &c))
+        sw = EA_SW_WRONG_LENGTH;
+    else if (is_handshake(&c))
+        sw = EA_SW_CONDITIONS_NOT_SATISFIED; /* the handshake is never wrapped */
+    else if (c.cla == EA_CLA_ISO && c.ins == EA_INS_SELECT)
+        sw = do_select(&c, &rsp);
+    else
+        sw = dispatch(&c, &rsp);
+    size_t n = sw == EA_SW_OK ? rsp.len : 0;
+    inner[n] = (uint8_t)(sw >> 8);
+    inner[n + 1] = (uint8_t)sw;
+    *rlen = cap;
+    ea_err rc = ea_scp03_wrap_response(&ch->scp, inner, n + 2, rapdu, rlen);
+    ea_cleanse(plain, pl);
+    ea_cleanse(inner, rsp.len + 2);
+    if (rc == EA_OK)
+        return;
+    sd_chan_end(ch);
+    sw = EA_SW_UNKNOWN;
+bare:
+    ea_cleanse(plain, sizeof plain);
+    rapdu[0] = (uint8_t)(sw >> 8);
+    rapdu[1] = (uint8_t)sw;
+    *rlen = 2;
+}
+
 ea_err ea_emu_transceive(ea_emu_chan *ch, const uint8_t *capdu, size_t clen, uint8_t *rapdu,
                          size_t *rlen)
 {
@@ -351,12 +434,17 @@ ea_err ea_emu_transceive(ea_emu_chan *ch, const uint8_t *capdu, size_t clen, uin
     uint16_t sw;
 
     pthread_mutex_lock(&ch->emu->lock);
-    if (clen > EA_EMU_APDU_MAX)
+    if (clen > EA_EMU_APDU_MAX) {
         sw = EA_SW_WRONG_LENGTH;
-    else if (!parse_frame(capdu, clen, &c))
+    } else if (!parse_frame(capdu, clen, &c)) {
         sw = EA_SW_WRONG_LENGTH;
-    else
-        sw = dispatch(&c, &rsp);
+    } else if ((c.cla & EA_CLA_SCP_MASK) && !is_handshake(&c)) {
+        transceive_wrapped(ch, capdu, clen, rapdu, cap, rlen);
+        pthread_mutex_unlock(&ch->emu->lock);
+        return EA_OK;
+    } else {
+        sw = dispatch_plain(&c, &rsp);
+    }
     pthread_mutex_unlock(&ch->emu->lock);
 
     size_t n = sw == EA_SW_OK ? rsp.len : 0; /* an error never carries data */

@@ -9,6 +9,7 @@
 
 #include <openssl/evp.h>
 
+#include "common/scp03.h"
 #include "common/tlv.h"
 #include "edgeauth/emu.h"
 #include "edgeauth/se05x.h"
@@ -53,13 +54,33 @@ typedef struct ea_obj {
     struct ea_emu_chan *chan; /* owner of a transient object */
 } ea_obj;
 
+/* Platform SCP03 state of one channel (spec §7). */
+enum { SCP_NONE = 0, SCP_INITIALIZED, SCP_AUTHENTICATED };
+
 struct ea_emu_chan {
     struct ea_emu *emu;
     struct ea_emu_chan *next;
     bool selected;
     bool tls_random_set;
     uint8_t tls_random[32];
+    uint8_t scp_state; /* SCP_* */
+    ea_scp03_session scp;
+    bool test_card_challenge_set; /* test hook: the next card challenge */
+    uint8_t test_card_challenge[EA_SCP03_CHALLENGE_LEN];
 };
+
+/* The JCOP security domain's state: the Platform SCP03 static keys and
+ * whether the applet insists on a secure channel. Persisted in the store as
+ * record EMU_SD_RECORD_ID, which is not an applet object (never listed,
+ * read, written or deleted through the applet). */
+#define EMU_SD_RECORD_ID 0x7FFF02FFu
+typedef struct emu_sd {
+    bool has_keys;
+    bool corrupt;      /* the record failed authentication: fail closed */
+    bool scp_required; /* SetPlatformSCPRequest REQUIRED */
+    uint8_t key_version;
+    ea_scp03_keys keys;
+} emu_sd;
 
 struct ea_emu {
     pthread_mutex_t lock;
@@ -70,6 +91,7 @@ struct ea_emu {
     ea_obj **objs; /* sorted by id; transient ones carry their channel */
     size_t n_objs, cap_objs;
     ea_emu_chan *chans;
+    emu_sd sd;
     /* Opens of the same chip within one process share this object (see
      * ea_emu_open); the last close frees it. */
     char *realdir;
@@ -85,6 +107,7 @@ typedef struct apdu_ctx {
     const uint8_t *raw;  /* the C-APDU as received */
     size_t raw_nole_len; /* its length without Le (what attestation hashes) */
     ea_cur body;
+    bool secure; /* arrived through an authenticated SCP03 channel */
 } apdu_ctx;
 
 /* Parsed command TLVs. Tag slots: 0x10..0x1F -> 0..15, 0x41..0x4F -> 16..30,
@@ -160,8 +183,19 @@ ea_err ec_dh(ea_emu *emu, EVP_PKEY *k, uint8_t curve, const uint8_t *peer, size_
              uint8_t *out, size_t *out_len);
 const char *digest_name(uint8_t digest_mode, size_t *len);
 
+/* Security domain (sd.c). */
+ea_err sd_load(ea_emu *emu, ea_err status, const ea_store_rec *rec);
+/* Give the chip its Platform SCP03 keys (init only). */
+ea_err sd_provision(ea_emu *emu, const ea_scp03_keys *k);
+/* INITIALIZE UPDATE / EXTERNAL AUTHENTICATE, sent in the clear. */
+uint16_t sd_initialize_update(apdu_ctx *c, ea_wbuf *rsp);
+uint16_t sd_external_authenticate(apdu_ctx *c);
+/* End the channel's secure session (keys wiped). */
+void sd_chan_end(ea_emu_chan *ch);
+cmd_fn cmd_set_platform_scp;
+
 /* Factory state (factory.c). */
-ea_err factory_populate(ea_emu *emu, const ea_emu_init_opts *o, const char *dir, char *err,
-                        size_t errlen);
+ea_err factory_populate(ea_emu *emu, const ea_emu_init_opts *o, const ea_scp03_keys *scp,
+                        const char *dir, char *err, size_t errlen);
 
 #endif

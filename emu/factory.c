@@ -23,16 +23,6 @@
 #define VENDOR_CA_KEY "vendor-ca.key.pem"
 #define VENDOR_ORG "edgeauth SE vendor"
 
-__attribute__((format(printf, 3, 4))) static void seterr(char *err, size_t n, const char *fmt, ...)
-{
-    va_list ap;
-    if (!err || !n)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, n, fmt, ap);
-    va_end(ap);
-}
-
 static int add_ext(X509 *x, X509 *issuer, int nid, const char *value)
 {
     X509V3_CTX v3;
@@ -103,7 +93,7 @@ static ea_err vendor_ca(ea_emu *emu, const char *dir, X509 **cert, EVP_PKEY **ke
     ea_err rc = EA_ERR_IO;
 
     if (ea_mkdir_p(dir, 0700) != EA_OK) {
-        seterr(err, errlen, "cannot create vendor CA directory %s", dir);
+        ea_seterr(err, errlen, "cannot create vendor CA directory %s", dir);
         return EA_ERR_IO;
     }
     snprintf(cpath, sizeof cpath, "%s/%s", dir, VENDOR_CA_CERT);
@@ -116,7 +106,7 @@ static ea_err vendor_ca(ea_emu *emu, const char *dir, X509 **cert, EVP_PKEY **ke
             *cert = PEM_read_bio_X509(b, NULL, NULL, NULL);
         BIO_free(b);
         if (!*key || !*cert || X509_check_private_key(*cert, *key) != 1) {
-            seterr(err, errlen, "vendor CA in %s is unreadable or inconsistent", dir);
+            ea_seterr(err, errlen, "vendor CA in %s is unreadable or inconsistent", dir);
             return EA_ERR_CORRUPT;
         }
         return EA_OK;
@@ -139,7 +129,7 @@ static ea_err vendor_ca(ea_emu *emu, const char *dir, X509 **cert, EVP_PKEY **ke
         rc = ea_file_write_atomic(kpath, p, (size_t)n, 0600);
     BIO_free(mem);
     if (rc != EA_OK) {
-        seterr(err, errlen, "cannot write the vendor CA key in %s", dir);
+        ea_seterr(err, errlen, "cannot write the vendor CA key in %s", dir);
         return rc;
     }
     mem = BIO_new(BIO_s_mem());
@@ -148,7 +138,7 @@ static ea_err vendor_ca(ea_emu *emu, const char *dir, X509 **cert, EVP_PKEY **ke
         rc = ea_file_write_atomic(cpath, p, (size_t)n, 0644);
     BIO_free(mem);
     if (rc != EA_OK)
-        seterr(err, errlen, "cannot write the vendor CA certificate in %s", dir);
+        ea_seterr(err, errlen, "cannot write the vendor CA certificate in %s", dir);
     return rc;
 }
 
@@ -200,8 +190,8 @@ out:
     return rc;
 }
 
-ea_err factory_populate(ea_emu *emu, const ea_emu_init_opts *o, const char *dir, char *err,
-                        size_t errlen)
+ea_err factory_populate(ea_emu *emu, const ea_emu_init_opts *o, const ea_scp03_keys *scp,
+                        const char *dir, char *err, size_t errlen)
 {
     char vdir[1024], cn[128], hex[2 * EA_UNIQUE_ID_LEN + 1];
     uint8_t uid[EA_UNIQUE_ID_LEN] = { 0x04, 0x00, 0x50, 0x01 };
@@ -215,6 +205,8 @@ ea_err factory_populate(ea_emu *emu, const ea_emu_init_opts *o, const char *dir,
     else
         snprintf(vdir, sizeof vdir, "%s/vendor", dir);
     if ((rc = vendor_ca(emu, vdir, &ca, &ca_key, err, errlen)) != EA_OK)
+        goto out;
+    if ((rc = sd_provision(emu, scp)) != EA_OK)
         goto out;
     if ((rc = ea_emu_chan_open(emu, &ch)) != EA_OK)
         goto out;
@@ -286,6 +278,31 @@ static ea_err wipe_chip(const char *dir, const ea_emu_init_opts *o, char *err, s
     return EA_OK;
 }
 
+/* The chip's Platform SCP03 keys: given (defaults or a file) or random. */
+static ea_err scp03_keys_for(const ea_emu_init_opts *o, ea_scp03_keys *k, char *err, size_t errlen)
+{
+    if (o->scp03_keys)
+        return ea_scp03_keys_load(o->scp03_keys, k, err, errlen);
+    if (RAND_bytes(k->enc, sizeof k->enc) != 1 || RAND_bytes(k->mac, sizeof k->mac) != 1 ||
+        RAND_bytes(k->dek, sizeof k->dek) != 1) {
+        ea_seterr(err, errlen, "cannot draw the Platform SCP03 keys");
+        return EA_ERR_CRYPTO;
+    }
+    return EA_OK;
+}
+
+static ea_err scp03_keys_export(const char *path, const ea_scp03_keys *k, char *err, size_t errlen)
+{
+    char text[128];
+    ea_err rc = ea_scp03_keys_format(k, text, sizeof text);
+    if (rc == EA_OK)
+        rc = ea_file_write_atomic(path, text, strlen(text), 0600);
+    ea_cleanse(text, sizeof text);
+    if (rc != EA_OK)
+        ea_seterr(err, errlen, "cannot write the Platform SCP03 keys to %s: %s", path, ea_err_str(rc));
+    return rc;
+}
+
 ea_err ea_emu_init(const char *dir, const ea_emu_init_opts *opts, char *err, size_t errlen)
 {
     ea_emu_init_opts none = { 0 };
@@ -293,29 +310,37 @@ ea_err ea_emu_init(const char *dir, const ea_emu_init_opts *opts, char *err, siz
     ea_store_opts so = { .key_path = o->seal_key_path, .holder = "edgeauth-se init" };
     ea_emu_opts eo = { .seal_key_path = o->seal_key_path, .holder = "edgeauth-se init" };
     ea_emu *emu = NULL;
+    ea_scp03_keys scp;
     ea_err rc;
 
     if (!dir)
         return EA_ERR_ARG;
     if (err && errlen)
         err[0] = '\0';
+    /* Bad key options are refused before anything is created. */
+    if ((rc = scp03_keys_for(o, &scp, err, errlen)) != EA_OK)
+        return rc;
     rc = ea_store_create(dir, &so);
     if (rc == EA_ERR_EXISTS && o->force) {
         if ((rc = wipe_chip(dir, o, err, errlen)) != EA_OK)
-            return rc;
+            goto out;
         rc = ea_store_create(dir, &so);
     }
     if (rc == EA_ERR_EXISTS) {
-        seterr(err, errlen, "%s already holds a chip (use --force to replace it)", dir);
-        return rc;
+        ea_seterr(err, errlen, "%s already holds a chip (use --force to replace it)", dir);
+        goto out;
     }
     if (rc != EA_OK) {
-        seterr(err, errlen, "cannot create a chip in %s", dir);
-        return rc;
+        ea_seterr(err, errlen, "cannot create a chip in %s", dir);
+        goto out;
     }
     if ((rc = ea_emu_open(dir, &eo, &emu, err, errlen)) != EA_OK)
-        return rc;
-    rc = factory_populate(emu, o, dir, err, errlen);
+        goto out;
+    rc = factory_populate(emu, o, &scp, dir, err, errlen);
     ea_emu_close(emu);
+    if (rc == EA_OK && o->scp03_keys_out)
+        rc = scp03_keys_export(o->scp03_keys_out, &scp, err, errlen);
+out:
+    ea_scp03_keys_wipe(&scp);
     return rc;
 }

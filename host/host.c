@@ -8,6 +8,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/rand.h>
+
 #include "common/util.h"
 #include "edgeauth/emu.h"
 #include "host/host_int.h"
@@ -58,11 +60,10 @@ static ea_err ensure_default_chip(const char *uri, char *err, size_t errlen)
 static const uint8_t select_apdu[] = { 0x00, 0xA4, 0x04, 0x00, 0x10, 0xA0, 0x00, 0x00, 0x03, 0x96, 0x54,
                                        0x53, 0x00, 0x00, 0x00, 0x01, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00 };
 
-static ea_err raw_xfer(ea_host *h, const uint8_t *c, size_t cl, uint8_t *r, size_t *rl)
+/* One exchange on the link, nothing else. */
+static ea_err link_xfer(ea_host *h, const uint8_t *c, size_t cl, uint8_t *r, size_t *rl)
 {
     char err[256] = "";
-    if (h->trace)
-        h->trace(h->trace_ctx, 0, c, cl);
     ea_err rc = h->tr->ops->xfer(h->tr, c, cl, r, rl, h->timeout_ms, err, sizeof err);
     if (rc != EA_OK) {
         /* The link is in an unknown state: drop it, reconnect next time. */
@@ -72,15 +73,130 @@ static ea_err raw_xfer(ea_host *h, const uint8_t *c, size_t cl, uint8_t *r, size
         set_error(h, "%s (will reconnect on the next call)", err[0] ? err : ea_err_str(rc));
         return rc;
     }
+    return EA_OK;
+}
+
+/* Drop the connection and its secure session; the next call reconnects. */
+static void link_drop(ea_host *h)
+{
+    if (h->connected)
+        h->tr->ops->close(h->tr);
+    h->connected = false;
+    h->scp_active = false;
+    ea_scp03_wipe(&h->scp);
+}
+
+/* Wrap, exchange, unwrap. Only a response whose R-MAC verified (or a bare
+ * error status word, which GP leaves unauthenticated) comes back. */
+static ea_err scp_xfer(ea_host *h, const uint8_t *c, size_t cl, uint8_t *r, size_t *rl)
+{
+    uint8_t w[EA_HOST_APDU_MAX + 2 * EA_SCP03_BLOCK], wr[EA_HOST_APDU_MAX];
+    size_t wl = sizeof w, wrl = sizeof wr;
+    ea_err rc = ea_scp03_wrap_command(&h->scp, c, cl, w, &wl);
+    if (rc != EA_OK) {
+        set_error(h, "cannot wrap the command for SCP03: %s", ea_err_str(rc));
+        return rc == EA_ERR_BUF_TOO_SMALL ? EA_ERR_ARG : rc;
+    }
+    rc = link_xfer(h, w, wl, wr, &wrl);
+    ea_cleanse(w, wl);
+    if (rc != EA_OK) {
+        link_drop(h);
+        return rc;
+    }
+    rc = ea_scp03_unwrap_response(&h->scp, wr, wrl, r, rl);
+    ea_cleanse(wr, wrl);
+    if (rc != EA_OK) {
+        link_drop(h);
+        set_error(h, "%s: the answer failed its SCP03 check (R-MAC, counter or padding); "
+                     "secure channel closed, will reconnect on the next call", h->uri);
+        return EA_ERR_AUTH;
+    }
+    uint16_t sw = (uint16_t)(r[*rl - 2] << 8 | r[*rl - 1]);
+    if (sw == EA_SW_SECURITY_STATUS) {
+        /* The card ends its session on 6982: start over next time. */
+        link_drop(h);
+    }
+    return EA_OK;
+}
+
+static ea_err raw_xfer(ea_host *h, const uint8_t *c, size_t cl, uint8_t *r, size_t *rl)
+{
+    if (h->trace)
+        h->trace(h->trace_ctx, 0, c, cl);
+    ea_err rc = h->scp_active ? scp_xfer(h, c, cl, r, rl) : link_xfer(h, c, cl, r, rl);
+    if (rc != EA_OK)
+        return rc;
     if (h->trace)
         h->trace(h->trace_ctx, 1, r, *rl);
     return EA_OK;
 }
 
-/* Connect, reset the link and select the applet. */
+/* Platform SCP03 handshake (spec §7.3): INITIALIZE UPDATE, check the card's
+ * cryptogram, EXTERNAL AUTHENTICATE. */
+static ea_err scp_handshake(ea_host *h)
+{
+    uint8_t hc[EA_SCP03_CHALLENGE_LEN], c[EA_SCP03_EXT_AUTH_LEN], r[64];
+    size_t cl = sizeof c, rl = sizeof r;
+    ea_scp03_iu_rsp iu;
+    ea_err rc;
+
+    if (RAND_bytes(hc, sizeof hc) != 1) {
+        set_error(h, "cannot draw the SCP03 host challenge");
+        return EA_ERR_CRYPTO;
+    }
+    if ((rc = ea_scp03_init_update_cmd(EA_SCP03_KEY_VERSION, hc, c, &cl)) != EA_OK ||
+        (rc = raw_xfer(h, c, cl, r, &rl)) != EA_OK)
+        return rc;
+    uint16_t sw = (uint16_t)(r[rl - 2] << 8 | r[rl - 1]);
+    if (sw != EA_SW_OK) {
+        h->last_sw = sw;
+        set_error(h, "%s: INITIALIZE UPDATE answered %04X%s", h->uri, sw,
+                  sw == 0x6A88 ? " (the SE has no Platform SCP03 key set 0B)" : "");
+        return EA_ERR_AUTH;
+    }
+    if ((rc = ea_scp03_parse_init_update_rsp(r, rl, &iu)) != EA_OK) {
+        set_error(h, "%s: malformed INITIALIZE UPDATE answer", h->uri);
+        return rc;
+    }
+    uint32_t ver = (uint32_t)h->version.major << 24 | (uint32_t)h->version.minor << 16 |
+                   (uint32_t)h->version.patch << 8;
+    if ((rc = ea_scp03_derive(NULL, h->scp_keys.enc, h->scp_keys.mac, hc, iu.card_challenge, ver,
+                              &h->scp)) != EA_OK) {
+        set_error(h, "SCP03 key derivation failed");
+        return rc;
+    }
+    if (ea_scp03_check_card_cryptogram(&h->scp, iu.card_cryptogram) != EA_OK) {
+        ea_scp03_wipe(&h->scp);
+        set_error(h, "%s: the card cryptogram does not match: the SCP03 keys from %s are not "
+                     "this secure element's (or the link is tampered with)", h->uri, h->scp_source);
+        return EA_ERR_AUTH;
+    }
+    cl = sizeof c;
+    rl = sizeof r;
+    if ((rc = ea_scp03_ext_auth_cmd(&h->scp, c, &cl)) != EA_OK ||
+        (rc = raw_xfer(h, c, cl, r, &rl)) != EA_OK) {
+        ea_scp03_wipe(&h->scp);
+        return rc;
+    }
+    sw = (uint16_t)(r[rl - 2] << 8 | r[rl - 1]);
+    if (sw != EA_SW_OK || rl != 2) {
+        ea_scp03_wipe(&h->scp);
+        h->last_sw = sw;
+        set_error(h, "%s: EXTERNAL AUTHENTICATE answered %04X (the SE refused our SCP03 keys)",
+                  h->uri, sw);
+        return EA_ERR_AUTH;
+    }
+    h->scp_active = true;
+    return EA_OK;
+}
+
+/* Connect, reset the link, select the applet, and open the secure channel
+ * when the session has SCP03 keys. */
 static ea_err connect_select(ea_host *h)
 {
     char err[256] = "";
+    h->scp_active = false;
+    ea_scp03_wipe(&h->scp);
     ea_err rc = h->tr->ops->open(h->tr, err, sizeof err);
     if (rc != EA_OK) {
         set_error(h, "%s", err[0] ? err : ea_err_str(rc));
@@ -104,6 +220,23 @@ static ea_err connect_select(ea_host *h)
     h->version.patch = r[2];
     h->version.features = (uint16_t)(r[3] << 8 | r[4]);
     h->version.securebox = (uint16_t)(r[5] << 8 | r[6]);
+    if (h->has_scp03 && (rc = scp_handshake(h)) != EA_OK) {
+        link_drop(h);
+        return rc;
+    }
+    return EA_OK;
+}
+
+/* Split "URI?scp03=KEYS" (the query is ours, never the transport's). */
+static ea_err split_scp03(const char *uri, char *base, size_t cap, const char **keys)
+{
+    const char *q = strstr(uri, "?scp03=");
+    size_t n = q ? (size_t)(q - uri) : strlen(uri);
+    if (n >= cap)
+        return EA_ERR_BUF_TOO_SMALL;
+    memcpy(base, uri, n);
+    base[n] = '\0';
+    *keys = q ? q + 7 : NULL;
     return EA_OK;
 }
 
@@ -130,8 +263,26 @@ ea_err ea_host_open(const char *uri, const ea_host_opts *opts, ea_host **out, ch
         return EA_ERR_NO_MEMORY;
     pthread_mutex_init(&h->lock, NULL);
     h->timeout_ms = opts && opts->timeout_ms > 0 ? opts->timeout_ms : DEFAULT_TIMEOUT_MS;
-    snprintf(h->uri, sizeof h->uri, "%s", uri);
-    if ((rc = ea_transport_new(uri, &h->tr, err, sizeof err)) != EA_OK) {
+    const char *keys = NULL, *env = getenv("EDGEAUTH_SE_SCP03");
+    if (split_scp03(uri, h->uri, sizeof h->uri, &keys) != EA_OK) {
+        snprintf(err, sizeof err, "SE URI too long");
+        rc = EA_ERR_ARG;
+        ea_host_close(h);
+        goto fail_msg;
+    }
+    if (opts && opts->scp03_keys)
+        keys = opts->scp03_keys;
+    else if (!keys && env && *env)
+        keys = env;
+    if (keys) {
+        if ((rc = ea_scp03_keys_load(keys, &h->scp_keys, err, sizeof err)) != EA_OK) {
+            ea_host_close(h);
+            goto fail_msg;
+        }
+        h->has_scp03 = true;
+        snprintf(h->scp_source, sizeof h->scp_source, "%s", keys);
+    }
+    if ((rc = ea_transport_new(h->uri, &h->tr, err, sizeof err)) != EA_OK) {
         ea_host_close(h);
         goto fail_msg;
     }
@@ -154,7 +305,10 @@ void ea_host_close(ea_host *h)
         return;
     if (h->tr)
         h->tr->ops->free(h->tr);
+    ea_scp03_wipe(&h->scp);
+    ea_scp03_keys_wipe(&h->scp_keys);
     pthread_mutex_destroy(&h->lock);
+    ea_cleanse(h, sizeof *h);
     free(h);
 }
 
@@ -171,6 +325,11 @@ const char *ea_host_transport(const ea_host *h)
 uint16_t ea_host_last_sw(const ea_host *h)
 {
     return h->last_sw;
+}
+
+bool ea_host_secure(const ea_host *h)
+{
+    return h->has_scp03;
 }
 
 const char *ea_host_last_error(const ea_host *h)
@@ -274,6 +433,9 @@ ea_err host_cmd(ea_host *h, const char *what, uint32_t id, uint8_t ins, uint8_t 
     if (sw != EA_SW_OK) {
         const char *why;
         rc = err_of_sw(sw, &why);
+        if (sw == EA_SW_SECURITY_STATUS && !h->has_scp03)
+            why = "security status not satisfied (the chip may require Platform SCP03: give its "
+                  "keys with ?scp03=FILE on the SE URI or EDGEAUTH_SE_SCP03)";
         h->last_sw = sw;
         if (id)
             set_error(h, "%s 0x%08X: %s (SW %04X)", what, id, why, sw);
@@ -297,4 +459,13 @@ ea_err host_cmd(ea_host *h, const char *what, uint32_t id, uint8_t ins, uint8_t 
 out:
     ea_cleanse(r, sizeof r);
     return rc;
+}
+
+ea_err ea_host_set_platform_scp(ea_host *h, bool required)
+{
+    uint8_t body[] = { EA_TAG_1, 0x01, required ? EA_SCP_REQUIRED : EA_SCP_NOT_REQUIRED };
+    if (!h)
+        return EA_ERR_ARG;
+    return host_cmd(h, "SetPlatformSCPRequest", 0, EA_INS_MGMT, EA_P1_DEFAULT, EA_P2_SCP, body,
+                    sizeof body, FRAME_SHORT, NULL, NULL);
 }

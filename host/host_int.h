@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 
+#include "common/scp03.h"
 #include "common/tlv.h"
 #include "edgeauth/host.h"
 #include "host/transport.h"
@@ -20,6 +21,13 @@ struct ea_host {
     ea_host_trace_fn *trace;
     void *trace_ctx;
     ea_se_version version;
+    /* Platform SCP03: static keys (has_scp03) and the session of the
+     * current connection (scp_active after the handshake). */
+    bool has_scp03;
+    bool scp_active;
+    ea_scp03_keys scp_keys;
+    ea_scp03_session scp;
+    char scp_source[200]; /* where the keys came from, for messages */
 };
 
 /* How the body is framed: short Lc when it fits, or always extended with

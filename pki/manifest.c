@@ -42,16 +42,6 @@
 #define CERT_MAX 0x7FFFu                     /* largest certificate an SE object holds */
 #define ID_HEX_MAX 64u                       /* hex digits of a unique id */
 
-__attribute__((format(printf, 3, 4))) static void seterr(char *err, size_t n, const char *fmt, ...)
-{
-    va_list ap;
-    if (!err || !n)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, n, fmt, ap);
-    va_end(ap);
-}
-
 /* ==== JSON writer =============================================================== */
 
 void pj_sb_put(pj_sb *b, const char *s, size_t n)
@@ -154,7 +144,7 @@ typedef struct pj_in {
 static bool jfail(pj_in *in, const char *what)
 {
     if (in->err && in->errlen && !in->err[0])
-        seterr(in->err, in->errlen, "JSON: %s at byte %zu", what, (size_t)(in->p - in->start));
+        ea_seterr(in->err, in->errlen, "JSON: %s at byte %zu", what, (size_t)(in->p - in->start));
     return false;
 }
 
@@ -507,7 +497,7 @@ pj *pj_parse(const char *text, size_t len, char *err, size_t errlen)
     if (err && errlen)
         err[0] = '\0';
     if (!v) {
-        seterr(err, errlen, "out of memory");
+        ea_seterr(err, errlen, "out of memory");
         return NULL;
     }
     if (!jvalue(&in, v)) {
@@ -943,7 +933,7 @@ ea_err ea_manifest_add(ea_manifest *m, const ea_manifest_item *it, char *err, si
     ea_err rc = EA_ERR_INTERNAL;
 
     if (!m || !it || !it->cert || !is_hex_id(it->unique_id)) {
-        seterr(err, errlen, "manifest entry: a certificate and a hex unique id are required");
+        ea_seterr(err, errlen, "manifest entry: a certificate and a hex unique id are required");
         return EA_ERR_ARG;
     }
     if (it->device_id)
@@ -951,11 +941,11 @@ ea_err ea_manifest_add(ea_manifest *m, const ea_manifest_item *it, char *err, si
     else
         pm_name_entry(X509_get_subject_name(it->cert), NID_commonName, device_id, sizeof device_id);
     if (!device_id[0]) {
-        seterr(err, errlen, "manifest entry %s: no device id and no CN in the certificate", it->unique_id);
+        ea_seterr(err, errlen, "manifest entry %s: no device id and no CN in the certificate", it->unique_id);
         return EA_ERR_ARG;
     }
     if (!entry_payload(m, it, device_id, &pay)) {
-        seterr(err, errlen, "manifest entry %s: the certificate's key is not P-256", it->unique_id);
+        ea_seterr(err, errlen, "manifest entry %s: the certificate's key is not P-256", it->unique_id);
         rc = EA_ERR_ARG;
         goto out;
     }
@@ -970,7 +960,7 @@ ea_err ea_manifest_add(ea_manifest *m, const ea_manifest_item *it, char *err, si
     if (in.oom)
         goto out;
     if ((rc = pm_es256_sign(m->key, NULL, in.p, in.len, sig)) != EA_OK) {
-        seterr(err, errlen, "manifest entry %s: signing failed", it->unique_id);
+        ea_seterr(err, errlen, "manifest entry %s: signing failed", it->unique_id);
         goto out;
     }
     if (!(sb64 = malloc(90))) {
@@ -1027,7 +1017,7 @@ ea_err ea_manifest_write(ea_manifest *m, const char *path, char *err, size_t err
     if (!j || !path)
         return EA_ERR_ARG;
     if ((rc = ea_file_write_atomic(path, j, n, 0644)) != EA_OK)
-        seterr(err, errlen, "cannot write the manifest %s: %s", path, strerror(errno));
+        ea_seterr(err, errlen, "cannot write the manifest %s: %s", path, strerror(errno));
     return rc;
 }
 
@@ -1084,7 +1074,7 @@ typedef struct vctx {
 
 #define VFAIL(code, ...)                                                                                               \
     do {                                                                                                               \
-        seterr(why, whylen, __VA_ARGS__);                                                                              \
+        ea_seterr(why, whylen, __VA_ARGS__);                                                                              \
         rc = (code);                                                                                                   \
         goto out;                                                                                                      \
     } while (0)
@@ -1343,19 +1333,19 @@ ea_err ea_manifest_verify(const char *json, size_t len, const ea_manifest_verify
     if (count)
         *count = 0;
     if (!json || !o || !o->signer || !o->trusted) {
-        seterr(err, errlen, "manifest: the signer certificate and the trust anchors are required");
+        ea_seterr(err, errlen, "manifest: the signer certificate and the trust anchors are required");
         return EA_ERR_ARG;
     }
     if (!signer_ids(o->signer, v.kid, v.x5t) || !(v.signer_key = X509_get0_pubkey(o->signer))) {
-        seterr(err, errlen, "manifest: the signer certificate has no subjectKeyIdentifier or no key");
+        ea_seterr(err, errlen, "manifest: the signer certificate has no subjectKeyIdentifier or no key");
         return EA_ERR_ARG;
     }
     if (!(root = pj_parse(json, len, perr, sizeof perr))) {
-        seterr(err, errlen, "manifest: %s", perr);
+        ea_seterr(err, errlen, "manifest: %s", perr);
         return EA_ERR_MALFORMED;
     }
     if (root->t != PJ_ARR) {
-        seterr(err, errlen, "manifest: not a JSON array of signed entries");
+        ea_seterr(err, errlen, "manifest: not a JSON array of signed entries");
         rc = EA_ERR_MALFORMED;
         goto out;
     }
@@ -1372,13 +1362,13 @@ ea_err ea_manifest_verify(const char *json, size_t len, const ea_manifest_verify
                 const pj *h = pj_get(&root->kid[i], "header");
                 uid = pj_str(h, "uniqueId");
             }
-            seterr(err, errlen, "manifest entry %zu%s%.64s%s: %s", i, uid ? " (uniqueId " : "", uid ? uid : "",
+            ea_seterr(err, errlen, "manifest entry %zu%s%.64s%s: %s", i, uid ? " (uniqueId " : "", uid ? uid : "",
                    uid ? ")" : "", why);
             goto out;
         }
     }
     if (find_repeat(ents, n, true, &dup) || find_repeat(ents, n, false, &dup)) {
-        seterr(err, errlen, "manifest: \"%.80s\" appears in more than one entry", dup);
+        ea_seterr(err, errlen, "manifest: \"%.80s\" appears in more than one entry", dup);
         rc = EA_ERR_AUTH;
         goto out;
     }
@@ -1511,19 +1501,19 @@ ea_err ea_vendor_manifest_make(const char *se_dir, const char *vendor_ca_dir, co
     snprintf(kp, sizeof kp, "%s/vendor-ca.key.pem", vendor_ca_dir);
     snprintf(cp, sizeof cp, "%s/vendor-ca.pem", vendor_ca_dir);
     if (!(vcert = pm_read_cert(cp)) || !(vkey = read_key(kp, NULL))) {
-        seterr(err, errlen, "no vendor CA in %s (vendor-ca.pem, vendor-ca.key.pem)", vendor_ca_dir);
+        ea_seterr(err, errlen, "no vendor CA in %s (vendor-ca.pem, vendor-ca.key.pem)", vendor_ca_dir);
         rc = EA_ERR_NOT_FOUND;
         goto out;
     }
     if (!(anchors = pm_anchor_store(cp, why, sizeof why)) || !(chain = sk_X509_new_null()) ||
         !sk_X509_push(chain, vcert)) {
-        seterr(err, errlen, "vendor CA %s: %s", cp, why[0] ? why : "out of memory");
+        ea_seterr(err, errlen, "vendor CA %s: %s", cp, why[0] ? why : "out of memory");
         rc = EA_ERR_CRYPTO;
         goto out;
     }
     X509_up_ref(vcert); /* one reference for the stack */
     if ((rc = ea_manifest_new(vkey, vcert, &m)) != EA_OK) {
-        seterr(err, errlen, "the vendor CA certificate cannot sign a manifest (P-256 key and SKI needed)");
+        ea_seterr(err, errlen, "the vendor CA certificate cannot sign a manifest (P-256 key and SKI needed)");
         goto out;
     }
     dirs = chip_dirs(se_dir, &n);
@@ -1566,7 +1556,7 @@ ea_err ea_vendor_manifest_make(const char *se_dir, const char *vendor_ca_dir, co
         ea_host_close(h);
     }
     if (ea_manifest_count(m) == 0) {
-        seterr(err, errlen, "no pre-provisioned chip of this vendor in %s%s%s", se_dir, skipped[0] ? ": " : "",
+        ea_seterr(err, errlen, "no pre-provisioned chip of this vendor in %s%s%s", se_dir, skipped[0] ? ": " : "",
                skipped);
         rc = EA_ERR_NOT_FOUND;
         goto out;
@@ -1757,13 +1747,13 @@ ea_err ea_onboard(const ea_onboard_opts *o, size_t *accepted, size_t *refused, c
     if (refused)
         *refused = 0;
     if (!o || !o->manifest_path || !o->vendor_ca_pem || !o->ca_dir) {
-        seterr(err, errlen, "onboard: the vendor manifest, the vendor CA and the CA directory are required");
+        ea_seterr(err, errlen, "onboard: the vendor manifest, the vendor CA and the CA directory are required");
         return EA_ERR_ARG;
     }
     /* The vendor CA file: its first certificate signs the manifest; all of
      * them anchor the chips' chains. */
     if (!(b = BIO_new_file(o->vendor_ca_pem, "r")) || !(trusted = sk_X509_new_null())) {
-        seterr(err, errlen, "cannot read the vendor CA %s", o->vendor_ca_pem);
+        ea_seterr(err, errlen, "cannot read the vendor CA %s", o->vendor_ca_pem);
         rc = EA_ERR_IO;
         goto out;
     }
@@ -1771,18 +1761,18 @@ ea_err ea_onboard(const ea_onboard_opts *o, size_t *accepted, size_t *refused, c
         if (!sk_X509_push(trusted, x))
             X509_free(x);
     if (sk_X509_num(trusted) == 0) {
-        seterr(err, errlen, "no PEM certificate in the vendor CA file %s", o->vendor_ca_pem);
+        ea_seterr(err, errlen, "no PEM certificate in the vendor CA file %s", o->vendor_ca_pem);
         rc = EA_ERR_MALFORMED;
         goto out;
     }
     signer = sk_X509_value(trusted, 0);
     if (!(c.anchors = pm_anchor_store(o->vendor_ca_pem, why, sizeof why))) {
-        seterr(err, errlen, "%s", why);
+        ea_seterr(err, errlen, "%s", why);
         rc = EA_ERR_MALFORMED;
         goto out;
     }
     if ((rc = ea_file_read(o->manifest_path, MANIFEST_MAX, &json, &jl)) != EA_OK) {
-        seterr(err, errlen, "cannot read the vendor manifest %s: %s", o->manifest_path, ea_err_str(rc));
+        ea_seterr(err, errlen, "cannot read the vendor manifest %s: %s", o->manifest_path, ea_err_str(rc));
         goto out;
     }
     ea_manifest_verify_opts vo = { .signer = signer, .trusted = trusted };
@@ -1799,7 +1789,7 @@ ea_err ea_onboard(const ea_onboard_opts *o, size_t *accepted, size_t *refused, c
 
     if (o->se_uri || o->se_dir) {
         if (o->se_dir && !(dirs = chip_dirs(o->se_dir, &nd))) {
-            seterr(err, errlen, "cannot list the chips in %s: %s", o->se_dir, strerror(errno));
+            ea_seterr(err, errlen, "cannot list the chips in %s: %s", o->se_dir, strerror(errno));
             rc = EA_ERR_IO;
             goto out;
         }
@@ -1823,7 +1813,7 @@ ea_err ea_onboard(const ea_onboard_opts *o, size_t *accepted, size_t *refused, c
     }
     rc = pm_registry_sync(c.reg);
     if (rc != EA_OK)
-        seterr(err, errlen, "cannot sync the registry %s", reg_path);
+        ea_seterr(err, errlen, "cannot sync the registry %s", reg_path);
 out:
     if (accepted)
         *accepted = c.accepted;

@@ -67,16 +67,6 @@
 #define REG_LINE_MAX 4096u    /* one registry line */
 #define ENV_CRASH "EDGEAUTH_PROVISION_CRASH_AT"
 
-__attribute__((format(printf, 3, 4))) static void seterr(char *err, size_t n, const char *fmt, ...)
-{
-    va_list ap;
-    if (!err || !n)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, n, fmt, ap);
-    va_end(ap);
-}
-
 /* ==== attestation ======================================================================== */
 
 #define ATTR_HEAD 14u /* id 4, type 1, auth 1, attempts 2, owner 4, max attempts 2 */
@@ -115,7 +105,7 @@ X509_STORE *pm_anchor_store(const char *pem_path, char *err, size_t errlen)
     int n = 0;
 
     if (!st || !b) {
-        seterr(err, errlen, "cannot read the vendor CA %s%s%s", pem_path, errno ? ": " : "",
+        ea_seterr(err, errlen, "cannot read the vendor CA %s%s%s", pem_path, errno ? ": " : "",
                errno ? strerror(errno) : "");
         goto fail;
     }
@@ -124,7 +114,7 @@ X509_STORE *pm_anchor_store(const char *pem_path, char *err, size_t errlen)
         X509_free(x);
     }
     if (n == 0) {
-        seterr(err, errlen, "no PEM certificate in the vendor CA file %s", pem_path);
+        ea_seterr(err, errlen, "no PEM certificate in the vendor CA file %s", pem_path);
         goto fail;
     }
     /* The vendor CA given may be an intermediate of the vendor's hierarchy. */
@@ -171,7 +161,7 @@ static const char *origin_words(uint8_t o)
 
 #define AFAIL(code, ...)                                                                                               \
     do {                                                                                                               \
-        seterr(why, whylen, __VA_ARGS__);                                                                              \
+        ea_seterr(why, whylen, __VA_ARGS__);                                                                              \
         rc = (code);                                                                                                   \
         goto out;                                                                                                      \
     } while (0)
@@ -407,7 +397,7 @@ ea_err pm_registry_open(const char *path, pm_registry **out, char *err, size_t e
     }
     r->fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (r->fd < 0) {
-        seterr(err, errlen, "cannot open the registry %s: %s", path, strerror(errno));
+        ea_seterr(err, errlen, "cannot open the registry %s: %s", path, strerror(errno));
         free(r->path);
         free(r);
         return EA_ERR_IO;
@@ -416,7 +406,7 @@ ea_err pm_registry_open(const char *path, pm_registry **out, char *err, size_t e
     rc = pm_registry_refresh(r);
     flock(r->fd, LOCK_UN);
     if (rc != EA_OK) {
-        seterr(err, errlen, "cannot read the registry %s", path);
+        ea_seterr(err, errlen, "cannot read the registry %s", path);
         pm_registry_close(r);
         return rc;
     }
@@ -473,18 +463,18 @@ static int reg_conflict(pm_registry *r, const pm_reg_rec *rec, char *why, size_t
 
     if (pm_registry_find_device(r, rec->device_id, &uid, &fpr)) {
         if (strcasecmp(uid, rec->unique_id) != 0) {
-            seterr(why, whylen, "device id %s is already registered for another chip (%s)", rec->device_id, uid);
+            ea_seterr(why, whylen, "device id %s is already registered for another chip (%s)", rec->device_id, uid);
             return -1;
         }
         if (strcasecmp(fpr, rec->fingerprint) != 0) {
-            seterr(why, whylen, "device id %s is already registered with another certificate (SHA-256 %.16s...)",
+            ea_seterr(why, whylen, "device id %s is already registered with another certificate (SHA-256 %.16s...)",
                    rec->device_id, fpr);
             return -1;
         }
         return 1;
     }
     if (pm_registry_find_uid(r, rec->unique_id, &dev)) {
-        seterr(why, whylen, "chip %s is already registered as device %s", rec->unique_id, dev);
+        ea_seterr(why, whylen, "chip %s is already registered as device %s", rec->unique_id, dev);
         return -1;
     }
     return 0;
@@ -505,12 +495,12 @@ ea_err pm_registry_add(pm_registry *r, const pm_reg_rec *rec, bool *added, char 
 
     *added = false;
     if (flock(r->fd, LOCK_EX) != 0) {
-        seterr(err, errlen, "cannot lock the registry %s: %s", r->path, strerror(errno));
+        ea_seterr(err, errlen, "cannot lock the registry %s: %s", r->path, strerror(errno));
         return EA_ERR_IO;
     }
     /* Re-read under the lock: another station may have appended since. */
     if ((rc = pm_registry_refresh(r)) != EA_OK) {
-        seterr(err, errlen, "cannot read the registry %s", r->path);
+        ea_seterr(err, errlen, "cannot read the registry %s", r->path);
         goto out;
     }
     if ((c = reg_conflict(r, rec, err, errlen)) != 0) {
@@ -542,14 +532,14 @@ ea_err pm_registry_add(pm_registry *r, const pm_reg_rec *rec, bool *added, char 
      * complete or (after a crash inside the kernel) a torn tail it skips. */
     ssize_t w = write(r->fd, l.p, l.len);
     if (w != (ssize_t)l.len) {
-        seterr(err, errlen, "cannot append to the registry %s: %s", r->path, w < 0 ? strerror(errno) : "short write");
+        ea_seterr(err, errlen, "cannot append to the registry %s: %s", r->path, w < 0 ? strerror(errno) : "short write");
         rc = EA_ERR_IO;
         goto out;
     }
     if (r->defer) {
         r->dirty = true;
     } else if (fsync(r->fd) != 0) {
-        seterr(err, errlen, "cannot sync the registry %s: %s", r->path, strerror(errno));
+        ea_seterr(err, errlen, "cannot sync the registry %s: %s", r->path, strerror(errno));
         rc = EA_ERR_IO;
         goto out;
     }
@@ -676,12 +666,12 @@ ea_err ea_station_open(const ea_provision_opts *o, ea_station **out, char *err, 
     if (err && errlen)
         err[0] = '\0';
     if (!o || !o->ca_dir || !out) {
-        seterr(err, errlen, "the CA directory is required");
+        ea_seterr(err, errlen, "the CA directory is required");
         return EA_ERR_ARG;
     }
     *out = NULL;
     if (!o->vendor_ca_pem && !o->no_attestation) {
-        seterr(err, errlen, "the SE vendor CA is required to check the key's attestation (or --no-attestation)");
+        ea_seterr(err, errlen, "the SE vendor CA is required to check the key's attestation (or --no-attestation)");
         return EA_ERR_ARG;
     }
     if (!(st = calloc(1, sizeof *st)))
@@ -704,19 +694,19 @@ ea_err ea_station_open(const ea_provision_opts *o, ea_station **out, char *err, 
     snprintf(st->org, sizeof st->org, "%s", ea_ca_org(st->ca) ? ea_ca_org(st->ca) : "");
     rc = EA_ERR_CRYPTO;
     if (!st->org[0]) {
-        seterr(err, errlen, "the intermediate CA of %s names no organisation (O=)", o->ca_dir);
+        ea_seterr(err, errlen, "the intermediate CA of %s names no organisation (O=)", o->ca_dir);
         goto fail;
     }
     if (der_of(inter, &st->inter_der, &st->inter_len) != EA_OK || der_of(root, &st->root_der, &st->root_len) != EA_OK ||
         !(st->trusted = sk_X509_new_null()) || !(st->untrusted = sk_X509_new_null()) ||
         !sk_X509_push(st->trusted, root) || !sk_X509_push(st->untrusted, inter)) {
-        seterr(err, errlen, "cannot encode the CA certificates");
+        ea_seterr(err, errlen, "cannot encode the CA certificates");
         goto fail;
     }
     X509_up_ref(root);
     X509_up_ref(inter);
     if (prov_load(st) != EA_OK) {
-        seterr(err, errlen, "cannot load the OpenSSL providers (default, edgeauth)");
+        ea_seterr(err, errlen, "cannot load the OpenSSL providers (default, edgeauth)");
         goto fail;
     }
     if (o->registry_path)
@@ -801,7 +791,7 @@ typedef struct dev {
 
 #define DFAIL(code, ...)                                                                                               \
     do {                                                                                                               \
-        seterr(d->err, d->errlen, __VA_ARGS__);                                                                        \
+        ea_seterr(d->err, d->errlen, __VA_ARGS__);                                                                        \
         return (code);                                                                                                 \
     } while (0)
 
@@ -840,11 +830,11 @@ static ea_err dev_registry_check(dev *d)
 static bool key_policy_ok(uint32_t ar, char *why, size_t whylen)
 {
     if (ar & EA_POL_FORBID_ALL || !(ar & EA_POL_ALLOW_SIGN)) {
-        seterr(why, whylen, "its policy does not allow signing");
+        ea_seterr(why, whylen, "its policy does not allow signing");
         return false;
     }
     if (ar & (EA_POL_ALLOW_WRITE | EA_POL_ALLOW_GEN | EA_POL_ALLOW_IMPORT_EXPORT)) {
-        seterr(why, whylen, "its policy allows %s, so it could be replaced or exported after certification",
+        ea_seterr(why, whylen, "its policy allows %s, so it could be replaced or exported after certification",
                ar & EA_POL_ALLOW_IMPORT_EXPORT ? "export" : ar & EA_POL_ALLOW_GEN ? "regeneration" : "overwriting");
         return false;
     }
@@ -1008,7 +998,7 @@ static ea_err dev_csr(dev *d, uint8_t **der, size_t *len)
     }
     snprintf(uri, sizeof uri, "se05x:0x%08X?se=%s", EA_OBJ_DEVICE_KEY, d->uri);
     if (!(sc = OSSL_STORE_open_ex(uri, st->libctx, NULL, NULL, NULL, NULL, NULL, NULL))) {
-        seterr(d->err, d->errlen, "the provider cannot open %s", uri);
+        ea_seterr(d->err, d->errlen, "the provider cannot open %s", uri);
         goto out;
     }
     while (!pk && !OSSL_STORE_eof(sc) && (info = OSSL_STORE_load(sc)) != NULL) {
@@ -1017,11 +1007,11 @@ static ea_err dev_csr(dev *d, uint8_t **der, size_t *len)
         OSSL_STORE_INFO_free(info);
     }
     if (!pk) {
-        seterr(d->err, d->errlen, "the provider found no key at %s", uri);
+        ea_seterr(d->err, d->errlen, "the provider found no key at %s", uri);
         goto out;
     }
     if (!pm_p256_point(pk, pt) || memcmp(pt, d->pub, 65) != 0) {
-        seterr(d->err, d->errlen, "the key the provider loaded is not the attested key");
+        ea_seterr(d->err, d->errlen, "the key the provider loaded is not the attested key");
         rc = EA_ERR_AUTH;
         goto out;
     }
@@ -1033,7 +1023,7 @@ static ea_err dev_csr(dev *d, uint8_t **der, size_t *len)
         !X509_REQ_set_subject_name(req, nm) || !set_p256_spki(req, d->pub) || !(mc = EVP_MD_CTX_new()) ||
         EVP_DigestSignInit_ex(mc, NULL, "SHA256", st->libctx, NULL, pk, NULL) != 1 || X509_REQ_sign_ctx(req, mc) <= 0 ||
         (n = i2d_X509_REQ(req, &out)) <= 0) {
-        seterr(d->err, d->errlen, "cannot build or sign the CSR with the SE key");
+        ea_seterr(d->err, d->errlen, "cannot build or sign the CSR with the SE key");
         goto out;
     }
     *der = out;
@@ -1281,18 +1271,18 @@ static ea_err provision_one(ea_station *st, const char *se_uri, const char *devi
         err[0] = '\0';
     memset(res, 0, sizeof *res);
     if (!device_id || !*device_id || strlen(device_id) >= sizeof res->device_id) {
-        seterr(err, errlen, "a device id (1 to %zu characters) is required", sizeof res->device_id - 1);
+        ea_seterr(err, errlen, "a device id (1 to %zu characters) is required", sizeof res->device_id - 1);
         return EA_ERR_ARG;
     }
     snprintf(res->device_id, sizeof res->device_id, "%s", device_id);
     if ((rc = ea_host_open(se_uri, NULL, &d->h, herr, sizeof herr)) != EA_OK) {
-        seterr(err, errlen, "cannot open the SE %s: %s", se_uri ? se_uri : "(default)",
+        ea_seterr(err, errlen, "cannot open the SE %s: %s", se_uri ? se_uri : "(default)",
                herr[0] ? herr : ea_err_str(rc));
         return rc;
     }
     d->uri = ea_host_uri(d->h);
     if ((rc = ea_host_unique_id(d->h, uid)) != EA_OK) {
-        seterr(err, errlen, "cannot read the SE's unique id: %s", ea_host_last_error(d->h));
+        ea_seterr(err, errlen, "cannot read the SE's unique id: %s", ea_host_last_error(d->h));
         goto out;
     }
     ea_hex_encode(uid, sizeof uid, d->uid_hex);
@@ -1302,7 +1292,7 @@ static ea_err provision_one(ea_station *st, const char *se_uri, const char *devi
         goto out;
     if (!pm_serial_hex(d->cert, res->serial, sizeof res->serial) || !pm_fingerprint(d->cert, res->fingerprint)) {
         rc = EA_ERR_CRYPTO;
-        seterr(err, errlen, "cannot read the certificate's serial");
+        ea_seterr(err, errlen, "cannot read the certificate's serial");
         goto out;
     }
     if ((rc = dev_write(d)) != EA_OK || (rc = dev_register(d, res)) != EA_OK)
@@ -1339,7 +1329,7 @@ ea_err ea_provision_device(const ea_provision_opts *o, ea_provision_result *res,
     rc = provision_one(st, o->se_uri, o->device_id, res, NULL, err, errlen);
     rc2 = ea_station_close(st);
     if (rc == EA_OK && rc2 != EA_OK) {
-        seterr(err, errlen, "cannot sync the registry");
+        ea_seterr(err, errlen, "cannot sync the registry");
         rc = rc2;
     }
     return rc;
@@ -1403,17 +1393,17 @@ ea_err ea_provision_batch(const ea_batch_opts *o, ea_batch_result *res, char *er
     if (err && errlen)
         err[0] = '\0';
     if (!o || !res || !o->se_dir || !o->ca_dir || o->count == 0 || o->count > 999999) {
-        seterr(err, errlen, "batch: a chip count (1..999999), a chip directory and a CA directory are required");
+        ea_seterr(err, errlen, "batch: a chip count (1..999999), a chip directory and a CA directory are required");
         return EA_ERR_ARG;
     }
     memset(res, 0, sizeof *res);
     prefix = o->id_prefix ? o->id_prefix : "dev-";
     if (strlen(prefix) > 60) {
-        seterr(err, errlen, "batch: the device id prefix is too long");
+        ea_seterr(err, errlen, "batch: the device id prefix is too long");
         return EA_ERR_ARG;
     }
     if (ea_mkdir_p(o->se_dir, 0700) != EA_OK) {
-        seterr(err, errlen, "cannot create %s: %s", o->se_dir, strerror(errno));
+        ea_seterr(err, errlen, "cannot create %s: %s", o->se_dir, strerror(errno));
         return EA_ERR_IO;
     }
     snprintf(vdir, sizeof vdir, "%s", o->vendor_ca_dir ? o->vendor_ca_dir : "");
@@ -1429,7 +1419,7 @@ ea_err ea_provision_batch(const ea_batch_opts *o, ea_batch_result *res, char *er
         if ((rc = batch_chip(path, vdir, &made, err, errlen)) != EA_OK) {
             char inner[300];
             snprintf(inner, sizeof inner, "%s", err ? err : "");
-            seterr(err, errlen, "cannot create the chip %s: %s", path, inner[0] ? inner : ea_err_str(rc));
+            ea_seterr(err, errlen, "cannot create the chip %s: %s", path, inner[0] ? inner : ea_err_str(rc));
             return rc;
         }
         res->created += made;
@@ -1447,7 +1437,7 @@ ea_err ea_provision_batch(const ea_batch_opts *o, ea_batch_result *res, char *er
         if ((rc = ea_station_signer(st, &skey, &scert, err, errlen)) != EA_OK ||
             (rc = ea_manifest_new(skey, scert, &m)) != EA_OK) {
             if (rc == EA_ERR_ARG)
-                seterr(err, errlen, "the manifest signer of %s cannot sign (P-256 key and SKI needed)", o->ca_dir);
+                ea_seterr(err, errlen, "the manifest signer of %s cannot sign (P-256 key and SKI needed)", o->ca_dir);
             goto out;
         }
         rc = EA_ERR_NO_MEMORY;
@@ -1463,7 +1453,7 @@ ea_err ea_provision_batch(const ea_batch_opts *o, ea_batch_result *res, char *er
         snprintf(uri, sizeof uri, "emu:%s", path);
         snprintf(id, sizeof id, "%s%04zu", prefix, i);
         if ((rc = provision_one(st, uri, id, &r, &cert, inner, sizeof inner)) != EA_OK) {
-            seterr(err, errlen, "%s (%s): %s", path, id, inner);
+            ea_seterr(err, errlen, "%s (%s): %s", path, id, inner);
             goto out;
         }
         if (r.already_done)
@@ -1490,7 +1480,7 @@ out:
     sk_X509_free(chain); /* the certificates are the station's */
     ea_manifest_free(m);
     if (ea_station_close(st) != EA_OK && rc == EA_OK) {
-        seterr(err, errlen, "cannot sync the registry");
+        ea_seterr(err, errlen, "cannot sync the registry");
         rc = EA_ERR_IO;
     }
     res->provision_seconds = now_s() - t0;

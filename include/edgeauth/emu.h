@@ -33,6 +33,16 @@ typedef struct ea_emu_init_opts {
     const char *seal_key_path; /* where to write the sealing secret; NULL = DIR/seal.key */
     int preprovision;          /* also create device key 0xF0000100 + cert 0xF0000101 */
     int force;                 /* wipe an existing chip in DIR first */
+    /* Platform SCP03 static keys (ENC, MAC, DEK; key version 0x0B). NULL:
+     * fresh random keys, sealed in the chip; "default:VARIANT": NXP's
+     * published default keys of that variant (e.g. "default:SE050C1"), for
+     * compatibility tests only; otherwise a key file (see scp03_keys_out). */
+    const char *scp03_keys;
+    /* Export the keys once, here, at creation: a 0600 file in the
+     * Plug&Trust format ("ENC <hex>", "MAC <hex>", "DEK <hex>"). The chip
+     * never exports them again. NULL: not exported (SCP03 then works only
+     * with keys given through scp03_keys). */
+    const char *scp03_keys_out;
 } ea_emu_init_opts;
 
 /* Create a new chip in dir: unique id 0x7FFF0206, attestation key
@@ -82,6 +92,10 @@ ea_err ea_emu_atr(uint8_t *out, size_t *out_len);
  * channel (normally drawn by TLSGenerateRandom). Used by the known-answer
  * tests only. */
 ea_err ea_emu_test_set_tls_random(ea_emu_chan *ch, const uint8_t random[32]);
+
+/* Test hook: the card challenge of the next INITIALIZE UPDATE on this
+ * channel (normally random). Used by the known-answer tests only. */
+ea_err ea_emu_test_set_card_challenge(ea_emu_chan *ch, const uint8_t challenge[8]);
 
 #ifdef __cplusplus
 }

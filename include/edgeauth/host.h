@@ -10,6 +10,16 @@
  * emu: on a per-user state directory ($XDG_DATA_HOME/edgeauth/se or
  * ~/.local/share/edgeauth/se), created with a new chip on first use.
  *
+ * Platform SCP03 (spec se05x-apdu.md §7): append ?scp03=KEYS to any URI, or
+ * set EDGEAUTH_SE_SCP03=KEYS, where KEYS is a key file ("ENC <hex>",
+ * "MAC <hex>", "DEK <hex>", mode 0600, as written by edgeauth-se init
+ * --scp03-keys-out) or default:VARIANT (NXP's published keys). The session
+ * then authenticates the chip after SELECT (and again after every
+ * reconnect) and wraps every command (C-MAC + C-DEC) and response (R-MAC +
+ * R-ENC). A response that fails its MAC, or a broken counter, ends the
+ * channel with EA_ERR_AUTH: unauthenticated data is never returned. The
+ * session keys live only in the ea_host and are wiped on close.
+ *
  * Every function returns an ea_err. When the secure element answers a status
  * word other than 90 00, the function returns the matching error (6985 ->
  * EA_ERR_CONDITIONS, 6986 -> EA_ERR_DENIED, 6A80 -> EA_ERR_WRONG_DATA,
@@ -44,7 +54,9 @@ extern "C" {
 typedef struct ea_host ea_host;
 
 typedef struct ea_host_opts {
-    int timeout_ms; /* per exchange; 0 = 10000 */
+    int timeout_ms;         /* per exchange; 0 = 10000 */
+    const char *scp03_keys; /* Platform SCP03 keys (see above); overrides
+                             * ?scp03= and EDGEAUTH_SE_SCP03; NULL: those */
 } ea_host_opts;
 
 /* Open a session: connect, reset the link, select the applet. opts may be
@@ -58,6 +70,8 @@ void ea_host_close(ea_host *h);
 const char *ea_host_uri(const ea_host *h);       /* the URI in use */
 const char *ea_host_transport(const ea_host *h); /* "emu", "jrcp-tcp", "jrcp-unix", "t1-tcp", "t1-i2c" */
 uint16_t ea_host_last_sw(const ea_host *h);      /* 0 when the last failure had no SW */
+/* Is the session protected by Platform SCP03? */
+bool ea_host_secure(const ea_host *h);
 const char *ea_host_last_error(const ea_host *h);
 
 /* The default URI (EDGEAUTH_SE or the per-user emu: directory). */
@@ -69,7 +83,8 @@ ea_err ea_host_default_uri(char *out, size_t cap);
 typedef void ea_host_trace_fn(void *ctx, int dir, const uint8_t *apdu, size_t len);
 void ea_host_set_trace(ea_host *h, ea_host_trace_fn *fn, void *ctx);
 
-/* Raw exchange of one C-APDU (no interpretation of the SW). */
+/* Raw exchange of one C-APDU (no interpretation of the SW). Under SCP03 the
+ * APDU is wrapped and the answer unwrapped like every other command. */
 ea_err ea_host_transceive(ea_host *h, const uint8_t *capdu, size_t clen, uint8_t *rapdu, size_t *rlen);
 
 /* ---- policies ---------------------------------------------------------- */
@@ -92,6 +107,11 @@ typedef struct ea_se_version {
 } ea_se_version;
 ea_err ea_host_get_version(ea_host *h, ea_se_version *v);
 ea_err ea_host_get_random(ea_host *h, uint8_t *out, size_t n);
+/* SetPlatformSCPRequest: required = true makes the chip refuse every
+ * command outside Platform SCP03 (SELECT and the handshake excepted),
+ * persistently; false lifts it. The emulator accepts it only through an
+ * SCP03 session (a real SE05x wants the PLATFORM_SCP UserID session). */
+ea_err ea_host_set_platform_scp(ea_host *h, bool required);
 /* memtype: EA_MEM_PERSISTENT / EA_MEM_TRANSIENT_RESET / EA_MEM_TRANSIENT_DESELECT.
  * 0x7FFF means "at least 32 KiB". */
 ea_err ea_host_free_memory(ea_host *h, uint8_t memtype, uint16_t *free_bytes);
