@@ -52,13 +52,14 @@
 #define MAX_ROUNDS 101
 #define TLS12_CIPHER "ECDHE-ECDSA-AES128-GCM-SHA256"
 
-enum { KEY_FILE, KEY_SE_UNIX, KEY_SE_EMU, KEY_N };
+enum { KEY_FILE, KEY_SE_UNIX, KEY_SE_SCP03, KEY_SE_EMU, KEY_N };
 enum { V13, V12, V_N };
 
-static const char *const key_name[KEY_N] = { "file", "se-unix", "se-emu" };
+static const char *const key_name[KEY_N] = { "file", "se-unix", "se-scp03", "se-emu" };
 static const char *const key_desc[KEY_N] = {
     "PEM file, default provider (SSL_CTX_use_PrivateKey_file)",
     "SE over JRCP_v1 unix: (OSSL_STORE se05x:" SE_KEY_ID "?se=unix:...)",
+    "the same SE key through Platform SCP03 (se05x:" SE_KEY_ID "?se=unix:...?scp03=KEYS)",
     "SE in-process emu: (key-reference PEM via SSL_CTX_use_PrivateKey_file)",
 };
 static const char *const v_name[V_N] = { "TLS 1.3", "TLS 1.2" };
@@ -356,7 +357,7 @@ int main(int argc, char **argv)
     int n = 200, rounds = 5, opt;
     const char *marg = NULL;
     char moddir[PATH_MAX], dir[] = "/tmp/ea-bench-hs-XXXXXX", err[256];
-    char chip_u[64], chip_e[64], sock_uri[96], emu_uri[96], path[128], info[KEY_N][V_N][96];
+    char chip_u[64], chip_e[64], sock_uri[96], emu_uri[96], path[400], info[KEY_N][V_N][96];
 
     while ((opt = getopt(argc, argv, "n:r:m:h")) != -1) {
         switch (opt) {
@@ -390,7 +391,10 @@ int main(int argc, char **argv)
     ea_emu_opts eo = { .holder = "bench_handshake (unix: server thread)" };
     const char *listen[] = { sock_uri };
     ea_serve_opts so = { .listen = listen, .n_listen = 1 };
-    if (ea_emu_init(chip_u, NULL, err, sizeof err) != EA_OK || ea_emu_init(chip_e, NULL, err, sizeof err) != EA_OK ||
+    char scp_keys[128];
+    snprintf(scp_keys, sizeof scp_keys, "%s/scp03.keys", dir);
+    ea_emu_init_opts io = { .scp03_keys_out = scp_keys };
+    if (ea_emu_init(chip_u, &io, err, sizeof err) != EA_OK || ea_emu_init(chip_e, NULL, err, sizeof err) != EA_OK ||
         ea_emu_open(chip_u, &eo, &emu, err, sizeof err) != EA_OK || ea_serve_new(emu, &so, &srv, err, sizeof err) != EA_OK)
         die(err);
     pthread_t se_th;
@@ -413,18 +417,21 @@ int main(int argc, char **argv)
     X509 *srv_cert = make_cert("127.0.0.1", srv_key, ca, ca_key, false);
 
     EVP_PKEY *gen_u = se_keygen(sock_uri), *gen_e = se_keygen(emu_uri);
-    EVP_PKEY *keys[KEY_N] = { NULL, NULL, NULL };
-    char key_files[KEY_N][128] = { "", "", "" };
+    EVP_PKEY *keys[KEY_N] = { NULL, NULL, NULL, NULL };
+    char key_files[KEY_N][128] = { "", "", "", "" };
     snprintf(key_files[KEY_FILE], sizeof key_files[0], "%s/client.key", dir);
     write_pem_key(key_files[KEY_FILE], file_key);
     snprintf(key_files[KEY_SE_EMU], sizeof key_files[0], "%s/client-emu.ref.pem", dir);
     write_pem_key(key_files[KEY_SE_EMU], gen_e); /* EDGEAUTH SE KEY: id + emu: URI */
     snprintf(path, sizeof path, "se05x:%s?se=%s", SE_KEY_ID, sock_uri);
     keys[KEY_SE_UNIX] = store_load(path);
+    snprintf(path, sizeof path, "se05x:%s?se=%s?scp03=%s", SE_KEY_ID, sock_uri, scp_keys);
+    keys[KEY_SE_SCP03] = store_load(path);
 
     X509 *certs[KEY_N] = {
         make_cert("client file", file_key, ca, ca_key, false),
         make_cert("client se-unix", gen_u, ca, ca_key, false),
+        make_cert("client se-scp03", gen_u, ca, ca_key, false),
         make_cert("client se-emu", gen_e, ca, ca_key, false),
     };
     EVP_PKEY_free(gen_u);
@@ -466,7 +473,7 @@ int main(int argc, char **argv)
         for (int v = 0; v < V_N; v++)
             for (int i = 0; i < KEY_N; i++) {
                 int k = (i + r) % KEY_N; /* rotate the order: no config always runs first */
-                res[k][v][r] = run(ctx[k][v], &s, se_th, k == KEY_SE_UNIX, n);
+                res[k][v][r] = run(ctx[k][v], &s, se_th, k == KEY_SE_UNIX || k == KEY_SE_SCP03, n);
             }
 
     printf("\n%-8s %-8s %9s %15s %6s %6s | %9s %9s %9s %9s %9s\n", "proto", "key", "hs/s", "(min - max)", "ratio",
@@ -494,22 +501,29 @@ int main(int argc, char **argv)
             }
             char range[32], se_ms[16] = "-";
             snprintf(range, sizeof range, "(%.0f - %.0f)", lo, hi);
-            if (k == KEY_SE_UNIX)
+            if (k == KEY_SE_UNIX || k == KEY_SE_SCP03)
                 snprintf(se_ms, sizeof se_ms, "%.3f", median(ec, rounds));
             printf("%-8s %-8s %9.1f %15s %6.3f %6.3f | %9.3f %9.3f %9s %9.3f %9.3f\n", v_name[v], key_name[k], med,
                    range, med / med_file, median(pr, rounds), median(cc, rounds), median(sc, rounds), se_ms, cpu,
                    cpu_file / cpu);
-            if (k != KEY_FILE && med / med_file < ratio_min)
+            if (k != KEY_FILE && k != KEY_SE_SCP03 && med / med_file < ratio_min)
                 ratio_min = med / med_file;
         }
     }
     printf("\nratio = median SE hs/s / median file hs/s; paired = median over rounds of the same-round ratio.\n"
-           "CPU per handshake (medians): client thread, TLS server thread, JRCP_v1 server thread (se-unix only),\n"
+           "CPU per handshake (medians): client thread, TLS server thread, JRCP_v1 server thread (se-unix, se-scp03),\n"
            "their sum, and file sum / this sum (the cost ratio, less sensitive to other load on the machine).\n"
            "Goal: ratio >= 0.95 for both versions. Peers measured on this kind of machine (TLS 1.3 / 1.2):\n"
            "tpm2-openssl+swtpm 0.69/0.62, pkcs11-provider+SoftHSM2 0.90/0.75, libp11 engine+SoftHSM2 0.96/0.87.\n"
            "Lowest SE ratio here: %.3f\n",
            ratio_min);
+    for (int v = 0; v < V_N; v++) {
+        double pr[MAX_ROUNDS];
+        for (int r = 0; r < rounds; r++)
+            pr[r] = res[KEY_SE_UNIX][v][r].hs_per_s / res[KEY_SE_SCP03][v][r].hs_per_s;
+        printf("Platform SCP03 cost, %s: handshake time x%.3f of the plain unix: link (paired median)\n",
+               v_name[v], median(pr, rounds));
+    }
     printf("server thread: %ld handshakes verified, %ld failed\n", s.ok, s.failed);
 
     for (int k = 0; k < KEY_N; k++) {

@@ -3,7 +3,7 @@
  *   edgeauth-se init  --state DIR [--vendor-ca DIR] [--seal-key FILE] [--preprovision] [--force]
  *                     [--scp03-keys-out FILE] [--scp03-keys default:VARIANT|FILE]
  *   edgeauth-se serve --state DIR [--listen URI]... [--allow-remote] [--seal-key FILE]
- *                     [--pidfile FILE] [-v]
+ *                     [--pidfile FILE] [--timing se050|none] [--apdu-log FILE] [-v]
  *   edgeauth-se check --state DIR [--seal-key FILE]
  *
  * Exit status: 0 success, 1 failure, 2 usage error. Messages go to stderr
@@ -50,7 +50,7 @@ static const struct subcommand {
       "create a new chip in DIR" },
     { "serve", cmd_serve,
       "serve --state DIR [--listen URI]... [--allow-remote] [--seal-key FILE] [--pidfile FILE] "
-      "[-v]",
+      "[--timing se050|none] [--apdu-log FILE] [-v]",
       "serve the chip over JRCP_v1 (default " EA_SERVE_DEFAULT_URI ")" },
     { "check", cmd_check, "check --state DIR [--seal-key FILE]",
       "verify that every stored object authenticates" },
@@ -258,6 +258,8 @@ static int cmd_serve(int argc, char **argv)
         { "seal-key", required_argument, NULL, 'k' },
         { "pidfile", required_argument, NULL, 'P' },
         { "allow-factory-reset", no_argument, NULL, 'F' },
+        { "timing", required_argument, NULL, 'T' },
+        { "apdu-log", required_argument, NULL, 'L' },
         { "verbose", no_argument, NULL, 'v' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
@@ -286,6 +288,12 @@ static int cmd_serve(int argc, char **argv)
         case 'k': eo.seal_key_path = optarg; break;
         case 'P': pidfile = optarg; break;
         case 'F': eo.allow_factory_reset = 1; break;
+        case 'T':
+            if (strcmp(optarg, "se050") && strcmp(optarg, "none"))
+                return usage_error("serve", "--timing takes se050 or none");
+            eo.timing = optarg;
+            break;
+        case 'L': eo.apdu_log = optarg; break;
         case 'v': so.verbose = 1; break;
         case 'h':
             return help("serve",
@@ -302,6 +310,13 @@ static int cmd_serve(int argc, char **argv)
                         "  --pidfile FILE    write the process id here once listening\n"
                         "  --allow-factory-reset  accept DeleteAll (a real SE05x wants a\n"
                         "                    FACTORY_RESET session, not emulated; off: 69 82)\n"
+                        "  --timing MODEL    se050: delay every command by what NXP measured on\n"
+                        "                    an SE050 over I2C (the SCP03 figure for wrapped\n"
+                        "                    commands), to see hardware timings before the\n"
+                        "                    board exists; none (default): full speed\n"
+                        "  --apdu-log FILE   append one line per command: time, channel, header,\n"
+                        "                    name, plain/scp03, lengths, status word, duration\n"
+                        "                    (never any data)\n"
                         "  -v, --verbose     log connections on stderr (never APDU bytes)\n"
                         "\nOnce listening, prints \"" PROG ": serving DIR on URI...\" on stderr.\n"
                         "SIGTERM, SIGINT or SIGHUP stop the server cleanly (exit status 0).\n");

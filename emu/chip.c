@@ -1,9 +1,11 @@
 /* The chip: open/close, channels, the object table and its persistence. */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <openssl/evp.h>
 #include <openssl/rand.h>
@@ -276,6 +278,8 @@ static void free_chip(ea_emu *emu)
         obj_free(emu->objs[i]);
     free(emu->objs);
     ea_cleanse(&emu->sd, sizeof emu->sd);
+    if (emu->apdu_log_fd >= 0)
+        close(emu->apdu_log_fd);
     ea_store_close(emu->store);
     OSSL_LIB_CTX_free(emu->libctx);
     pthread_mutex_destroy(&emu->lock);
@@ -296,6 +300,22 @@ static ea_err open_chip(const char *dir, const char *realdir, const ea_emu_opts 
     pthread_mutex_init(&emu->lock, NULL);
     emu->version = opts && opts->applet_version ? opts->applet_version : EMU_DEFAULT_VERSION;
     emu->allow_factory_reset = opts && opts->allow_factory_reset;
+    emu->apdu_log_fd = -1;
+    const char *timing = opts && opts->timing ? opts->timing : getenv("EDGEAUTH_SE_TIMING");
+    if (emu_timing_parse(timing, &emu->timing) != EA_OK) {
+        if (errbuf && errlen)
+            snprintf(errbuf, errlen, "unknown timing model \"%s\" (se050 or none)", timing);
+        rc = EA_ERR_ARG;
+        goto fail;
+    }
+    const char *log = opts && opts->apdu_log ? opts->apdu_log : getenv("EDGEAUTH_SE_APDU_LOG");
+    if (log && *log &&
+        (emu->apdu_log_fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600)) < 0) {
+        if (errbuf && errlen)
+            snprintf(errbuf, errlen, "cannot open the APDU log %s: %s", log, strerror(errno));
+        rc = EA_ERR_IO;
+        goto fail;
+    }
     emu->refs = 1;
     emu->realdir = strdup(realdir);
     emu->libctx = OSSL_LIB_CTX_new();
@@ -377,6 +397,7 @@ ea_err ea_emu_chan_open(ea_emu *emu, ea_emu_chan **out)
         return EA_ERR_NO_MEMORY;
     ch->emu = emu;
     pthread_mutex_lock(&emu->lock);
+    ch->serial = ++emu->next_chan_serial;
     ch->next = emu->chans;
     emu->chans = ch;
     pthread_mutex_unlock(&emu->lock);

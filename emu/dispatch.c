@@ -380,11 +380,12 @@ static uint16_t dispatch_plain(apdu_ctx *c, ea_wbuf *rsp)
 
 /* A command with CLA bit 04: verify and decrypt it, run it, and wrap the
  * answer. Anything wrong with the frame ends the session and answers a bare
- * 6982; no plaintext is ever produced from a frame that failed its MAC. */
-static void transceive_wrapped(ea_emu_chan *ch, const uint8_t *capdu, size_t clen, uint8_t *rapdu,
-                               size_t cap, size_t *rlen)
+ * 6982; no plaintext is ever produced from a frame that failed its MAC.
+ * *inner gets the plain header (for the log and the timing model). */
+static uint16_t transceive_wrapped(ea_emu_chan *ch, const uint8_t *capdu, size_t clen,
+                                   uint8_t *rapdu, size_t cap, size_t *rlen, apdu_ctx *inner)
 {
-    uint8_t plain[EA_EMU_APDU_MAX], inner[EA_EMU_APDU_MAX];
+    uint8_t plain[EA_EMU_APDU_MAX], rbuf[EA_EMU_APDU_MAX];
     size_t pl = sizeof plain;
     uint16_t sw;
 
@@ -396,7 +397,7 @@ static void transceive_wrapped(ea_emu_chan *ch, const uint8_t *capdu, size_t cle
     }
     apdu_ctx c = { .emu = ch->emu, .ch = ch, .secure = true };
     size_t icap = cap > 2 + SCP_RSP_OVERHEAD ? cap - 2 - SCP_RSP_OVERHEAD : 0;
-    ea_wbuf rsp = ea_wbuf_make(inner, icap);
+    ea_wbuf rsp = ea_wbuf_make(rbuf, icap);
     if (!parse_frame(plain, pl, &c))
         sw = EA_SW_WRONG_LENGTH;
     else if (is_handshake(&c))
@@ -405,15 +406,20 @@ static void transceive_wrapped(ea_emu_chan *ch, const uint8_t *capdu, size_t cle
         sw = do_select(&c, &rsp);
     else
         sw = dispatch(&c, &rsp);
+    inner->cla = c.cla;
+    inner->ins = c.ins;
+    inner->p1 = c.p1;
+    inner->p2 = c.p2;
+    inner->secure = true;
     size_t n = sw == EA_SW_OK ? rsp.len : 0;
-    inner[n] = (uint8_t)(sw >> 8);
-    inner[n + 1] = (uint8_t)sw;
+    rbuf[n] = (uint8_t)(sw >> 8);
+    rbuf[n + 1] = (uint8_t)sw;
     *rlen = cap;
-    ea_err rc = ea_scp03_wrap_response(&ch->scp, inner, n + 2, rapdu, rlen);
+    ea_err rc = ea_scp03_wrap_response(&ch->scp, rbuf, n + 2, rapdu, rlen);
     ea_cleanse(plain, pl);
-    ea_cleanse(inner, rsp.len + 2);
+    ea_cleanse(rbuf, rsp.len + 2);
     if (rc == EA_OK)
-        return;
+        return sw;
     sd_chan_end(ch);
     sw = EA_SW_UNKNOWN;
 bare:
@@ -421,6 +427,7 @@ bare:
     rapdu[0] = (uint8_t)(sw >> 8);
     rapdu[1] = (uint8_t)sw;
     *rlen = 2;
+    return sw;
 }
 
 ea_err ea_emu_transceive(ea_emu_chan *ch, const uint8_t *capdu, size_t clen, uint8_t *rapdu,
@@ -428,30 +435,40 @@ ea_err ea_emu_transceive(ea_emu_chan *ch, const uint8_t *capdu, size_t clen, uin
 {
     if (!ch || !capdu || !rapdu || !rlen || *rlen < 2)
         return EA_ERR_ARG;
+    ea_emu *emu = ch->emu;
     size_t cap = *rlen < EA_EMU_APDU_MAX ? *rlen : EA_EMU_APDU_MAX;
-    apdu_ctx c = { .emu = ch->emu, .ch = ch };
+    apdu_ctx c = { .emu = emu, .ch = ch };
     ea_wbuf rsp = ea_wbuf_make(rapdu, cap - 2);
     uint16_t sw;
+    bool framed = false;
 
-    pthread_mutex_lock(&ch->emu->lock);
+    pthread_mutex_lock(&emu->lock);
+    uint64_t t0 = emu->timing || emu->apdu_log_fd >= 0 ? emu_now_ns() : 0;
     if (clen > EA_EMU_APDU_MAX) {
         sw = EA_SW_WRONG_LENGTH;
     } else if (!parse_frame(capdu, clen, &c)) {
         sw = EA_SW_WRONG_LENGTH;
     } else if ((c.cla & EA_CLA_SCP_MASK) && !is_handshake(&c)) {
-        transceive_wrapped(ch, capdu, clen, rapdu, cap, rlen);
-        pthread_mutex_unlock(&ch->emu->lock);
-        return EA_OK;
+        sw = transceive_wrapped(ch, capdu, clen, rapdu, cap, rlen, &c);
+        framed = true;
     } else {
         sw = dispatch_plain(&c, &rsp);
     }
-    pthread_mutex_unlock(&ch->emu->lock);
-
-    size_t n = sw == EA_SW_OK ? rsp.len : 0; /* an error never carries data */
-    if (sw != EA_SW_OK)
-        ea_cleanse(rapdu, rsp.len);
-    rapdu[n] = (uint8_t)(sw >> 8);
-    rapdu[n + 1] = (uint8_t)sw;
-    *rlen = n + 2;
+    if (!framed) {
+        size_t n = sw == EA_SW_OK ? rsp.len : 0; /* an error never carries data */
+        if (sw != EA_SW_OK)
+            ea_cleanse(rapdu, rsp.len);
+        rapdu[n] = (uint8_t)(sw >> 8);
+        rapdu[n + 1] = (uint8_t)sw;
+        *rlen = n + 2;
+    }
+    if (t0) {
+        /* Like the real part: one command at a time, each taking its time. */
+        uint32_t us = emu_timing_us(emu->timing, c.cla, c.ins, c.p1, c.p2, clen + *rlen, c.secure);
+        if (us)
+            emu_sleep_until(t0 + (uint64_t)us * 1000u);
+        emu_apdu_log(emu, ch, &c, c.secure, sw, clen, *rlen, emu_now_ns() - t0);
+    }
+    pthread_mutex_unlock(&emu->lock);
     return EA_OK;
 }

@@ -65,6 +65,7 @@ struct ea_emu_chan {
     uint8_t tls_random[32];
     uint8_t scp_state; /* SCP_* */
     ea_scp03_session scp;
+    unsigned serial;              /* channel number in the APDU log */
     bool test_card_challenge_set; /* test hook: the next card challenge */
     uint8_t test_card_challenge[EA_SCP03_CHALLENGE_LEN];
 };
@@ -91,7 +92,10 @@ struct ea_emu {
     ea_obj **objs; /* sorted by id; transient ones carry their channel */
     size_t n_objs, cap_objs;
     ea_emu_chan *chans;
+    unsigned next_chan_serial;
     emu_sd sd;
+    uint8_t timing;  /* EMU_TIMING_*: delay each command like a real part */
+    int apdu_log_fd; /* -1: no APDU log */
     /* Opens of the same chip within one process share this object (see
      * ea_emu_open); the last close frees it. */
     char *realdir;
@@ -193,6 +197,20 @@ uint16_t sd_external_authenticate(apdu_ctx *c);
 /* End the channel's secure session (keys wiped). */
 void sd_chan_end(ea_emu_chan *ch);
 cmd_fn cmd_set_platform_scp;
+
+/* Command names and timing models (timing.c). */
+enum { EMU_TIMING_NONE = 0, EMU_TIMING_SE050 };
+const char *emu_cmd_name(uint8_t cla, uint8_t ins, uint8_t p1, uint8_t p2);
+ea_err emu_timing_parse(const char *model, uint8_t *out);
+/* What the command would take on the modelled part (us); wire_bytes is
+ * C-APDU + R-APDU as they travel. */
+uint32_t emu_timing_us(uint8_t model, uint8_t cla, uint8_t ins, uint8_t p1, uint8_t p2,
+                       size_t wire_bytes, bool secure);
+uint64_t emu_now_ns(void);
+void emu_sleep_until(uint64_t deadline_ns);
+/* One line per command into the APDU log: header, name, lengths, SW, time. */
+void emu_apdu_log(ea_emu *emu, const ea_emu_chan *ch, const apdu_ctx *c, bool secure, uint16_t sw,
+                  size_t clen, size_t rlen, uint64_t took_ns);
 
 /* Factory state (factory.c). */
 ea_err factory_populate(ea_emu *emu, const ea_emu_init_opts *o, const ea_scp03_keys *scp,

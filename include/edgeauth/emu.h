@@ -58,6 +58,15 @@ typedef struct ea_emu_opts {
     uint32_t applet_version;   /* 0 = 0x07020000 (7.2.0); 0x03010000 selects 3.1.0 behaviour */
     int allow_factory_reset;   /* accept DeleteAll without a FACTORY_RESET session (not
                                 * emulated); off: DeleteAll answers 6982 */
+    /* Timing model: "se050" delays every command by what NXP measured on an
+     * SE050C1 over T=1/I2C (the Platform SCP03 figure when the command came
+     * wrapped; see docs/EMULATOR.md for the table), "none" or NULL runs at
+     * full speed. NULL: EDGEAUTH_SE_TIMING. */
+    const char *timing;
+    /* Append one line per command to this file: time, channel, header,
+     * command name, plain/scp03, lengths, status word, duration. Never any
+     * data. NULL: EDGEAUTH_SE_APDU_LOG, else no log. */
+    const char *apdu_log;
 } ea_emu_opts;
 
 /* Open (and lock) a chip. opts may be NULL. errbuf receives a one-line reason
