@@ -32,6 +32,7 @@ bench: build
 	@$(BUILD)/bin/bench_se_sign
 	@$(BUILD)/bin/bench_se_ops
 	@$(BUILD)/bin/bench_handshake -m $(BUILD)/lib/ossl-modules
+	@$(BUILD)/bin/bench_offload
 	@$(BUILD)/bin/bench_ca_issue
 	@$(BUILD)/bin/bench_provision
 	@bash scripts/bench_cloud.sh $(BUILD)

@@ -53,6 +53,8 @@ static void device_usage(FILE *f)
             "  --retry-max TIME     longest reconnect delay (default 30s)\n"
             "  --max-attempts N     give up after N failed connections in a row (default 0 = never)\n"
             "  --keepalive SECONDS  MQTT keepalive (default 60)\n"
+            "  --tls-offload PARTS  let the SE do more of the handshake: random,ecdhe,prf or a\n"
+            "                       subset (client random, ECDHE, PRF/key schedule; docs/DEVICE.md)\n"
             "  --no-resume          never resume the last TLS session (every reconnect is a\n"
             "                       full handshake with a signature in the SE)\n"
             "  --trace              print the TLS handshake phases with their timings\n"
@@ -114,7 +116,7 @@ static bool parse_ulong(const char *s, unsigned long max, unsigned long *out)
 }
 
 enum { O_BROKER = 256, O_SE, O_ID, O_INTERVAL, O_COUNT, O_CA, O_NAME, O_TLS, O_RMIN, O_RMAX, O_MAXATT, O_KEEP,
-       O_TRACE, O_JSON, O_NORESUME };
+       O_TRACE, O_JSON, O_NORESUME, O_OFFLOAD };
 
 static int parse_run(const cli_global *g, int argc, char **argv, ea_agent_opts *o)
 {
@@ -133,6 +135,7 @@ static int parse_run(const cli_global *g, int argc, char **argv, ea_agent_opts *
         { "keepalive", required_argument, NULL, O_KEEP },
         { "trace", no_argument, NULL, O_TRACE },
         { "no-resume", no_argument, NULL, O_NORESUME },
+        { "tls-offload", required_argument, NULL, O_OFFLOAD },
         { "json", no_argument, NULL, O_JSON },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
@@ -156,6 +159,7 @@ static int parse_run(const cli_global *g, int argc, char **argv, ea_agent_opts *
         case O_NAME: o->server_name = optarg; break;
         case O_TRACE: o->trace = true; break;
         case O_NORESUME: o->no_resume = true; break;
+        case O_OFFLOAD: o->tls_offload = optarg; break;
         case O_JSON: o->json = true; break;
         case O_INTERVAL:
             if (!parse_duration_ms(optarg, &o->interval_ms))

@@ -46,6 +46,7 @@ typedef struct ea_agent_opts {
     const char *ca_file;     /* PEM trust anchors; NULL = the root certificate in the SE */
     const char *server_name; /* expected DNS name or IP of the cloud; NULL = the broker host */
     int tls_version;         /* 0 = TLS 1.2 and 1.3; TLS1_2_VERSION or TLS1_3_VERSION to pin one */
+    const char *tls_offload; /* "random,ecdhe,prf" or a subset (docs/DEVICE.md); NULL/"" = the SE only signs */
     unsigned interval_ms;    /* between telemetry messages; 0 = 1000 */
     unsigned long count;     /* messages to publish (and see acknowledged), then return; 0 = forever */
     unsigned retry_min_ms;   /* first reconnect delay; 0 = 500 */

@@ -71,8 +71,14 @@ typedef struct dev_inflight {
     unsigned long seq;
 } dev_inflight;
 
+/* --tls-offload parts (the provider checked the words). */
+#define EA_AGENT_OFFLOAD_RANDOM 0x1u
+#define EA_AGENT_OFFLOAD_ECDHE 0x2u
+#define EA_AGENT_OFFLOAD_PRF 0x4u
+
 struct ea_agent {
     ea_agent_opts o;
+    unsigned offload; /* EA_AGENT_OFFLOAD_* */
     FILE *out, *err;
     char se_uri[DEV_URI_MAX];       /* resolved: never NULL or "" */
     char host[DEV_HOST_MAX];

@@ -33,6 +33,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/store.h>
 
 #include "device/device_int.h"
@@ -458,11 +459,22 @@ static ea_err build_ctx(ea_agent *a, char *err, size_t errlen)
     int min = a->o.tls_version ? a->o.tls_version : TLS1_2_VERSION;
     int max = a->o.tls_version ? a->o.tls_version : TLS1_3_VERSION;
 
-    if (!(a->ctx = SSL_CTX_new_ex(a->libctx, NULL, TLS_client_method())))
+    /* TLS offload: the provider's ECDH, KDFs and TLS groups win libssl's
+     * fetches only under this query; without offload, none are offered. */
+    bool kx = (a->offload & EA_AGENT_OFFLOAD_ECDHE) != 0, prf = (a->offload & EA_AGENT_OFFLOAD_PRF) != 0;
+    if (!(a->ctx = SSL_CTX_new_ex(a->libctx, kx || prf ? EA_PROVIDER_OFFLOAD_PROPQ : NULL, TLS_client_method())))
         goto ossl;
     if (!SSL_CTX_set_min_proto_version(a->ctx, min) || !SSL_CTX_set_max_proto_version(a->ctx, max))
         goto ossl;
     SSL_CTX_set_options(a->ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+    /* The SE does ECDH on P-256 and P-384 only: offer no x25519 share. */
+    if (kx && !SSL_CTX_set1_groups_list(a->ctx, "P-256:P-384"))
+        goto ossl;
+    /* TLSPerformPRF computes the master secret from the two randoms only:
+     * the extended master secret (RFC 7627, seeded by the session hash) does
+     * not fit it, so PRF offload runs TLS 1.2 without it (docs/DEVICE.md). */
+    if (prf)
+        SSL_CTX_set_options(a->ctx, SSL_OP_NO_EXTENDED_MASTER_SECRET);
     SSL_CTX_set_mode(a->ctx, SSL_MODE_RELEASE_BUFFERS);
     if (!SSL_CTX_use_certificate(a->ctx, a->cert))
         goto ossl;
@@ -494,6 +506,30 @@ ossl:
     return EA_ERR_CRYPTO;
 }
 
+/* The parts named in --tls-offload, once the provider has accepted the list. */
+static unsigned offload_bits(const char *s)
+{
+    static const struct {
+        const char *word;
+        unsigned bits;
+    } words[] = {
+        { "random", EA_AGENT_OFFLOAD_RANDOM },
+        { "ecdhe", EA_AGENT_OFFLOAD_ECDHE },
+        { "prf", EA_AGENT_OFFLOAD_PRF },
+        { "all", EA_AGENT_OFFLOAD_RANDOM | EA_AGENT_OFFLOAD_ECDHE | EA_AGENT_OFFLOAD_PRF },
+    };
+    unsigned bits = 0;
+    char buf[128], *save = NULL;
+    if (!s || strlen(s) >= sizeof buf)
+        return 0;
+    strcpy(buf, s);
+    for (char *w = strtok_r(buf, ", ", &save); w; w = strtok_r(NULL, ", ", &save))
+        for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
+            if (!strcmp(w, words[i].word))
+                bits |= words[i].bits;
+    return bits;
+}
+
 ea_err ea_agent_tls_setup(ea_agent *a, char *err, size_t errlen)
 {
     ea_err rc = EA_ERR_INTERNAL;
@@ -506,10 +542,25 @@ ea_err ea_agent_tls_setup(ea_agent *a, char *err, size_t errlen)
         snprintf(err, errlen, "cannot load OpenSSL's default provider: %s", why);
         return EA_ERR_CRYPTO;
     }
-    if ((rc = ea_provider_load(a->libctx, &a->prov_ea)) != EA_OK) {
+    ea_provider_opts po = { .offload = a->o.tls_offload };
+    if ((rc = ea_provider_load_ex(a->libctx, &po, &a->prov_ea)) != EA_OK) {
         ossl_reason(why, sizeof why);
-        snprintf(err, errlen, "cannot load the edgeauth provider: %s: %s", ea_err_str(rc), why);
+        if (rc == EA_ERR_ARG)
+            snprintf(err, errlen, "--tls-offload %s: expected words from random,ecdhe,prf", a->o.tls_offload);
+        else
+            snprintf(err, errlen, "cannot load the edgeauth provider: %s: %s", ea_err_str(rc), why);
         return rc;
+    }
+    a->offload = offload_bits(a->o.tls_offload);
+    /* Random offload: every random byte of this context, the ClientHello
+     * random included, comes from the SE (one GetRandom, or
+     * TLSGenerateRandom for a 32-byte request). Must precede the first
+     * random byte drawn in the context. */
+    if ((a->offload & EA_AGENT_OFFLOAD_RANDOM) &&
+        !RAND_set_DRBG_type(a->libctx, "EDGEAUTH-SE-RNG", "provider=edgeauth", NULL, NULL)) {
+        ossl_reason(why, sizeof why);
+        snprintf(err, errlen, "--tls-offload random: cannot make the SE the random generator: %s", why);
+        return EA_ERR_CRYPTO;
     }
     if (a->o.ca_file && (rc = read_ca_file(a, err, errlen)) != EA_OK)
         return rc;

@@ -314,6 +314,19 @@ ea_err ea_host_ec_generate(ea_host *h, uint32_t id, uint8_t curve, const ea_poli
     return ec_write(h, "WriteECKey (generate)", id, curve, EA_P1_KEY_PAIR, NULL, 0, NULL, 0, policy, transient);
 }
 
+ea_err ea_host_ec_generate_new(ea_host *h, uint32_t id, uint8_t curve, const ea_policy *policy, bool transient)
+{
+    uint8_t b[64];
+    ea_wbuf w = ea_wbuf_make(b, sizeof b);
+    put_policy(&w, policy);
+    ea_tlv_u32(&w, EA_TAG_1, id);
+    ea_tlv_u8(&w, EA_TAG_2, curve);
+    return w.overflow ? EA_ERR_ARG
+                      : host_cmd(h, "WriteECKey (generate)", id, write_ins(transient),
+                                 (uint8_t)(EA_P1_EC | EA_P1_KEY_PAIR), EA_P2_DEFAULT, w.p, w.len, FRAME_SHORT, NULL,
+                                 NULL);
+}
+
 ea_err ea_host_ec_import(ea_host *h, uint32_t id, uint8_t curve, const uint8_t *priv, size_t priv_len,
                          const uint8_t *pub, size_t pub_len, const ea_policy *policy, bool transient)
 {
@@ -333,19 +346,17 @@ ea_err ea_host_read_pubkey(ea_host *h, uint32_t id, uint8_t *out, size_t *out_le
     return rc == EA_OK ? copy_out(h, "ReadObject", t, out, out_len) : rc;
 }
 
-ea_err ea_host_write_symm(ea_host *h, uint32_t id, uint8_t kind, const uint8_t *key, size_t len,
-                          const ea_policy *policy, bool transient)
+/* WriteSymmKey; the policy goes only with a new object (policy NULL then
+ * means the chip's default). */
+static ea_err symm_write(ea_host *h, uint32_t id, uint8_t kind, const uint8_t *key, size_t len,
+                         const ea_policy *policy, bool transient)
 {
-    bool exists = false;
     uint8_t b[512];
     ea_err rc;
     if (kind != EA_P1_AES && kind != EA_P1_HMAC)
         return EA_ERR_ARG;
-    if ((rc = ea_host_exists(h, id, &exists)) != EA_OK)
-        return rc;
     ea_wbuf w = ea_wbuf_make(b, sizeof b);
-    if (!exists)
-        put_policy(&w, policy);
+    put_policy(&w, policy);
     ea_tlv_u32(&w, EA_TAG_1, id);
     ea_tlv_put(&w, EA_TAG_3, key, len);
     rc = w.overflow ? EA_ERR_ARG
@@ -353,6 +364,24 @@ ea_err ea_host_write_symm(ea_host *h, uint32_t id, uint8_t kind, const uint8_t *
                                FRAME_SHORT, NULL, NULL);
     ea_cleanse(b, sizeof b);
     return rc;
+}
+
+ea_err ea_host_write_symm(ea_host *h, uint32_t id, uint8_t kind, const uint8_t *key, size_t len,
+                          const ea_policy *policy, bool transient)
+{
+    bool exists = false;
+    ea_err rc;
+    if (kind != EA_P1_AES && kind != EA_P1_HMAC)
+        return EA_ERR_ARG;
+    if ((rc = ea_host_exists(h, id, &exists)) != EA_OK)
+        return rc;
+    return symm_write(h, id, kind, key, len, exists ? NULL : policy, transient);
+}
+
+ea_err ea_host_write_symm_new(ea_host *h, uint32_t id, uint8_t kind, const uint8_t *key, size_t len,
+                              const ea_policy *policy, bool transient)
+{
+    return symm_write(h, id, kind, key, len, policy, transient);
 }
 
 #define BINARY_CHUNK 500u /* Plug&Trust's BINARY_WRITE_MAX_LEN */

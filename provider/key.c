@@ -16,8 +16,29 @@ ea_prov_key *ea_prov_key_new(ea_prov *p)
     return k;
 }
 
+void ea_prov_key_copy(ea_prov_key *dst, const ea_prov_key *src)
+{
+    *dst = *src;
+    if (dst->eph)
+        __atomic_add_fetch(&dst->eph->refs, 1, __ATOMIC_ACQ_REL);
+}
+
+/* The last copy of an ephemeral key deletes its transient object: the SE
+ * has little transient memory, and a handshake needs the key only once. */
+static void eph_release(ea_prov_eph *e)
+{
+    if (__atomic_sub_fetch(&e->refs, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    ea_host *h = ea_prov_host(e->prov, e->uri);
+    ea_prov_drop_object(h, e->id);
+    ea_prov_host_done(e->prov, h);
+    OPENSSL_free(e);
+}
+
 void ea_prov_key_free(ea_prov_key *k)
 {
+    if (k && k->eph)
+        eph_release(k->eph);
     OPENSSL_free(k); /* nothing secret inside: the private half is in the SE */
 }
 

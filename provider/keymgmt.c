@@ -28,6 +28,9 @@ static OSSL_FUNC_keymgmt_gen_set_params_fn km_gen_set_params;
 static OSSL_FUNC_keymgmt_gen_settable_params_fn km_gen_settable_params;
 static OSSL_FUNC_keymgmt_gen_fn km_gen;
 static OSSL_FUNC_keymgmt_gen_cleanup_fn km_gen_cleanup;
+static OSSL_FUNC_keymgmt_gen_set_template_fn km_gen_set_template;
+static OSSL_FUNC_keymgmt_set_params_fn km_set_params;
+static OSSL_FUNC_keymgmt_settable_params_fn km_settable_params;
 struct gen_ctx;
 static void *gen_in(struct gen_ctx *g, ea_host *h);
 
@@ -58,17 +61,29 @@ static void *km_load(const void *reference, size_t reference_sz)
         return NULL;
     ea_prov_key *k = ea_prov_key_new(src->prov);
     if (k)
-        *k = *src;
+        ea_prov_key_copy(k, src);
     return k;
 }
 
+/* libssl copies the parameters of its ephemeral key into the key that will
+ * hold the peer's share (EVP_PKEY_copy_parameters): such a copy must not
+ * carry the SE object, or the peer's key would pose as ours. */
 static void *km_dup(const void *keydata, int selection)
 {
     const ea_prov_key *src = keydata;
     ea_prov_key *k = ea_prov_key_new(src->prov);
-    (void)selection;
-    if (k)
-        *k = *src;
+    if (!k)
+        return NULL;
+    if (selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY) {
+        ea_prov_key_copy(k, src);
+        return k;
+    }
+    k->curve = src->curve;
+    memcpy(k->uri, src->uri, sizeof k->uri);
+    if (selection & OSSL_KEYMGMT_SELECT_PUBLIC_KEY) {
+        memcpy(k->pub, src->pub, src->pub_len);
+        k->pub_len = src->pub_len;
+    }
     return k;
 }
 
@@ -230,15 +245,50 @@ static const OSSL_PARAM *km_gettable_params(void *provctx)
     return p;
 }
 
+/* The peer's public key (ECDHE: libssl sets the encoded point on a key it
+ * made from ours with EVP_PKEY_copy_parameters). */
+static int km_set_params(void *keydata, const OSSL_PARAM params[])
+{
+    ea_prov_key *k = keydata;
+    const OSSL_PARAM *p;
+    const void *pub;
+    size_t n;
+    if ((p = OSSL_PARAM_locate_const(params, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY)) ||
+        (p = OSSL_PARAM_locate_const(params, OSSL_PKEY_PARAM_PUB_KEY))) {
+        /* Never on a key whose private half is in the SE: it would no longer
+         * match its own public key. */
+        if (k->id != 0 || !k->curve || !OSSL_PARAM_get_octet_string_ptr(p, &pub, &n))
+            return 0;
+        if (!set_pub(k, pub, n)) {
+            ea_prov_raise(k->prov, EA_ERR_WRONG_DATA, "the peer's %s point is not on the curve",
+                          ea_prov_curve_name(k->curve));
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static const OSSL_PARAM *km_settable_params(void *provctx)
+{
+    static const OSSL_PARAM p[] = {
+        OSSL_PARAM_octet_string(OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, NULL, 0),
+        OSSL_PARAM_octet_string(OSSL_PKEY_PARAM_PUB_KEY, NULL, 0),
+        OSSL_PARAM_END,
+    };
+    (void)provctx;
+    return p;
+}
+
 static const char *km_query_name(int op)
 {
-    return op == OSSL_OP_SIGNATURE ? "ECDSA" : NULL;
+    return op == OSSL_OP_SIGNATURE ? "ECDSA" : op == OSSL_OP_KEYEXCH ? "ECDH" : NULL;
 }
 
 /* ---- key generation inside the SE ------------------------------------------- */
 
 typedef struct gen_ctx {
     ea_prov *prov;
+    int selection;
     uint8_t curve;
     uint32_t id;
     char uri[EA_PROV_URI_MAX];
@@ -327,16 +377,70 @@ static const OSSL_PARAM *km_gen_settable_params(void *genctx, void *provctx)
 static void *km_gen_init(void *provctx, int selection, const OSSL_PARAM params[])
 {
     gen_ctx *g = OPENSSL_zalloc(sizeof *g);
-    (void)selection;
     if (!g)
         return NULL;
     g->prov = provctx;
+    g->selection = selection;
     g->curve = EA_CURVE_NIST_P256;
     if (params && !km_gen_set_params(g, params)) {
         OPENSSL_free(g);
         return NULL;
     }
     return g;
+}
+
+static int km_gen_set_template(void *genctx, void *templ)
+{
+    gen_ctx *g = genctx;
+    const ea_prov_key *t = templ;
+    if (!t || !t->curve)
+        return 0;
+    g->curve = t->curve;
+    return 1;
+}
+
+/* ECDHE offload: an ephemeral key pair generated in the SE as a transient
+ * object, deleted when the last copy of the key is freed. */
+static void *gen_ephemeral(gen_ctx *g)
+{
+    ea_prov *p = g->prov;
+    ea_prov_key *k = ea_prov_key_new(p);
+    ea_prov_eph *e = OPENSSL_zalloc(sizeof *e);
+    ea_policy pol = ea_policy_everyone(EA_POL_ALLOW_KA | EA_POL_ALLOW_READ | EA_POL_ALLOW_DELETE);
+    ea_host *h = NULL;
+    ea_err rc;
+
+    if (!k || !e)
+        goto fail;
+    if (!(h = ea_prov_host(p, g->uri)))
+        goto fail;
+    e->refs = 1;
+    e->prov = p;
+    e->id = ea_prov_transient_id(p);
+    memcpy(e->uri, g->uri, sizeof e->uri);
+    if ((rc = ea_host_ec_generate_new(h, e->id, g->curve, &pol, true)) != EA_OK) {
+        ea_prov_raise(p, rc, "ECDHE: cannot generate an ephemeral %s key in the SE: %s",
+                      ea_prov_curve_name(g->curve), ea_host_last_error(h));
+        e->id = 0;
+        goto fail;
+    }
+    k->id = e->id;
+    k->eph = e;
+    e = NULL;
+    k->curve = g->curve;
+    memcpy(k->uri, g->uri, sizeof k->uri);
+    k->pub_len = sizeof k->pub;
+    if ((rc = ea_host_read_pubkey(h, k->id, k->pub, &k->pub_len)) != EA_OK) {
+        ea_prov_raise(p, rc, "ECDHE: cannot read the ephemeral public key: %s", ea_host_last_error(h));
+        goto fail;
+    }
+    ea_prov_host_done(p, h);
+    return k;
+fail:
+    ea_prov_host_done(p, h);
+    OPENSSL_free(e);
+    ea_prov_key_free(k); /* deletes the object if it was made */
+    return NULL;
 }
 
 static void *km_gen(void *genctx, OSSL_CALLBACK *cb, void *cbarg)
@@ -346,6 +450,16 @@ static void *km_gen(void *genctx, OSSL_CALLBACK *cb, void *cbarg)
     (void)cb;
     (void)cbarg;
 
+    /* Parameters only (libssl's TLS 1.2 ServerKeyExchange group): a key
+     * with a curve and nothing else, to receive the server's point. */
+    if (!(g->selection & OSSL_KEYMGMT_SELECT_KEYPAIR)) {
+        ea_prov_key *k = ea_prov_key_new(g->prov);
+        if (k)
+            k->curve = g->curve;
+        return k;
+    }
+    if (!g->id && (g->prov->offload & EA_PROV_OFFLOAD_ECDHE))
+        return gen_ephemeral(g);
     if (!g->id) {
         ea_prov_raise(g->prov, EA_ERR_ARG,
                       "which SE object? pass -pkeyopt se05x-id:0x... (the key is generated inside the SE)");
@@ -405,5 +519,8 @@ const OSSL_DISPATCH ea_prov_ec_keymgmt_functions[] = {
     { OSSL_FUNC_KEYMGMT_GEN_SETTABLE_PARAMS, (void (*)(void))km_gen_settable_params },
     { OSSL_FUNC_KEYMGMT_GEN, (void (*)(void))km_gen },
     { OSSL_FUNC_KEYMGMT_GEN_CLEANUP, (void (*)(void))km_gen_cleanup },
+    { OSSL_FUNC_KEYMGMT_GEN_SET_TEMPLATE, (void (*)(void))km_gen_set_template },
+    { OSSL_FUNC_KEYMGMT_SET_PARAMS, (void (*)(void))km_set_params },
+    { OSSL_FUNC_KEYMGMT_SETTABLE_PARAMS, (void (*)(void))km_settable_params },
     { 0, NULL },
 };

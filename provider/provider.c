@@ -22,8 +22,29 @@
  * "EC" still go there; ours is reached through our keys only. */
 #define EC_NAMES "EC:id-ecPublicKey:1.2.840.10045.2.1"
 
+/* The offload algorithms carry edgeauth.offload=yes besides provider=: with
+ * the default provider loaded first they win only a fetch that asks for
+ * "?edgeauth.offload=yes" (the agent's SSL_CTX, s_client -propquery), never
+ * a generic one. */
+#define OFFLOAD_PROPS PROPS "," EA_PROV_OFFLOAD_PROP
+
 static const OSSL_ALGORITHM keymgmts[] = {
     { EC_NAMES, PROPS, ea_prov_ec_keymgmt_functions, "EC key held in an SE05x" },
+    { NULL, NULL, NULL, NULL },
+};
+/* ECDHE offload: the same keymgmt, preferred by the offload query, so that
+ * libssl's ephemeral keys (and the peer's share) are made here. */
+static const OSSL_ALGORITHM keymgmts_offload[] = {
+    { EC_NAMES, OFFLOAD_PROPS, ea_prov_ec_keymgmt_functions, "EC key held in an SE05x (ECDHE in the SE)" },
+    { NULL, NULL, NULL, NULL },
+};
+static const OSSL_ALGORITHM keyexchs_offload[] = {
+    { "ECDH", OFFLOAD_PROPS, ea_prov_ecdh_keyexch_functions, "ECDH in the SE" },
+    { NULL, NULL, NULL, NULL },
+};
+static const OSSL_ALGORITHM kdfs_offload[] = {
+    { "TLS1-PRF", OFFLOAD_PROPS, ea_prov_tls1_prf_functions, "TLS 1.2 PRF in the SE (TLSPerformPRF)" },
+    { "TLS13-KDF", OFFLOAD_PROPS, ea_prov_tls13_kdf_functions, "TLS 1.3 key schedule on the SE's HKDF" },
     { NULL, NULL, NULL, NULL },
 };
 static const OSSL_ALGORITHM signatures[] = {
@@ -54,11 +75,15 @@ static const OSSL_ALGORITHM rands[] = {
 
 static const OSSL_ALGORITHM *query(void *provctx, int op, int *no_cache)
 {
-    (void)provctx;
+    const ea_prov *p = provctx;
     *no_cache = 0;
     switch (op) {
     case OSSL_OP_KEYMGMT:
-        return keymgmts;
+        return p->offload & EA_PROV_OFFLOAD_ECDHE ? keymgmts_offload : keymgmts;
+    case OSSL_OP_KEYEXCH:
+        return p->offload & EA_PROV_OFFLOAD_ECDHE ? keyexchs_offload : NULL;
+    case OSSL_OP_KDF:
+        return p->offload & EA_PROV_OFFLOAD_PRF ? kdfs_offload : NULL;
     case OSSL_OP_SIGNATURE:
         return signatures;
     case OSSL_OP_STORE:
@@ -83,16 +108,25 @@ static const OSSL_PARAM *gettable_params(void *provctx)
         OSSL_PARAM_DEFN(OSSL_PROV_PARAM_VERSION, OSSL_PARAM_UTF8_PTR, NULL, 0),
         OSSL_PARAM_DEFN(OSSL_PROV_PARAM_BUILDINFO, OSSL_PARAM_UTF8_PTR, NULL, 0),
         OSSL_PARAM_DEFN(OSSL_PROV_PARAM_STATUS, OSSL_PARAM_INTEGER, NULL, 0),
+        OSSL_PARAM_DEFN(EA_PROVIDER_PARAM_OFFLOAD, OSSL_PARAM_UTF8_PTR, NULL, 0),
         OSSL_PARAM_END,
     };
     (void)provctx;
     return p;
 }
 
+/* The canonical spelling of an offload set ("" when off). */
+static const char *offload_str(unsigned o)
+{
+    static const char *const names[8] = { "", "random", "ecdhe", "random,ecdhe",
+                                          "prf", "random,prf", "ecdhe,prf", "random,ecdhe,prf" };
+    return names[o & 7u];
+}
+
 static int get_params(void *provctx, OSSL_PARAM params[])
 {
     OSSL_PARAM *p;
-    (void)provctx;
+    const ea_prov *prov = provctx;
     if ((p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_NAME)) && !OSSL_PARAM_set_utf8_ptr(p, "edgeauth SE05x provider"))
         return 0;
     if ((p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_VERSION)) && !OSSL_PARAM_set_utf8_ptr(p, EA_VERSION))
@@ -100,6 +134,9 @@ static int get_params(void *provctx, OSSL_PARAM params[])
     if ((p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_BUILDINFO)) && !OSSL_PARAM_set_utf8_ptr(p, EA_VERSION))
         return 0;
     if ((p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_STATUS)) && !OSSL_PARAM_set_int(p, 1))
+        return 0;
+    if ((p = OSSL_PARAM_locate(params, EA_PROVIDER_PARAM_OFFLOAD)) &&
+        !OSSL_PARAM_set_utf8_ptr(p, offload_str(prov->offload)))
         return 0;
     return 1;
 }
@@ -178,6 +215,7 @@ ea_host *ea_prov_host(ea_prov *p, const char *uri)
         slot->pid = me;
         slot->busy = 0;
         s = slot;
+        ea_prov_apdu_log_attach(p, slot->h);
     }
     s->busy++;
     s->last_used = ++p->tick;
@@ -198,6 +236,23 @@ void ea_prov_host_done(ea_prov *p, ea_host *h)
             break;
         }
     pthread_mutex_unlock(&p->lock);
+}
+
+/* ---- options of the built-in provider ------------------------------------------------ */
+
+/* OpenSSL 3.0 has no way to hand parameters to a built-in provider's init
+ * (OSSL_PROVIDER_load_ex came with 3.2), so ea_provider_load_ex leaves them
+ * here for the init it triggers, under a lock held across the load. */
+static pthread_mutex_t load_lock = PTHREAD_MUTEX_INITIALIZER;
+static char pending_offload[128];
+static bool pending_set;
+
+static bool take_pending(char *out, size_t cap)
+{
+    bool had = pending_set;
+    if (had)
+        snprintf(out, cap, "%s", pending_offload);
+    return had;
 }
 
 /* ---- init / teardown -------------------------------------------------------------- */
@@ -221,6 +276,7 @@ static const OSSL_DISPATCH provider_functions[] = {
     { OSSL_FUNC_PROVIDER_GET_PARAMS, (void (*)(void))get_params },
     { OSSL_FUNC_PROVIDER_QUERY_OPERATION, (void (*)(void))query },
     { OSSL_FUNC_PROVIDER_GET_REASON_STRINGS, (void (*)(void))get_reason_strings },
+    { OSSL_FUNC_PROVIDER_GET_CAPABILITIES, (void (*)(void))ea_prov_tls_groups },
     { 0, NULL },
 };
 
@@ -259,12 +315,28 @@ int ea_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in, co
     }
     /* `se` from the provider's openssl.cnf section; else EDGEAUTH_SE or the
      * host library's default, resolved when first needed. */
+    const char *offload = NULL;
+    char *se = NULL, *conf_offload = NULL;
     if (core_get_params) {
-        char *se = NULL;
-        OSSL_PARAM q[] = { OSSL_PARAM_construct_utf8_ptr("se", &se, 0), OSSL_PARAM_construct_end() };
+        OSSL_PARAM q[] = { OSSL_PARAM_construct_utf8_ptr("se", &se, 0),
+                           OSSL_PARAM_construct_utf8_ptr(EA_PROVIDER_PARAM_OFFLOAD, &conf_offload, 0),
+                           OSSL_PARAM_construct_end() };
         if (core_get_params(handle, q) && se && *se)
             snprintf(p->se_uri, sizeof p->se_uri, "%s", se);
+        offload = conf_offload;
     }
+    /* ea_provider_load_ex's options win over openssl.cnf for the built-in. */
+    char pending[sizeof pending_offload];
+    if (take_pending(pending, sizeof pending))
+        offload = pending;
+    if (!ea_prov_offload_parse(offload, &p->offload)) {
+        ea_prov_raise(p, EA_ERR_ARG, "offload = %s: expected words from random,ecdhe,prf (comma-separated)",
+                      offload);
+        teardown(p);
+        return 0;
+    }
+    const char *log = getenv("EDGEAUTH_APDU_LOG");
+    p->apdu_log = log && *log;
     /* A child library context sees the providers of the application (for
      * host-side hashing) and gives us BIOs over the core's. */
     p->libctx = OSSL_LIB_CTX_new_child(handle, in0);
@@ -288,14 +360,46 @@ __attribute__((visibility("default"))) int OSSL_provider_init(const OSSL_CORE_HA
 
 ea_err ea_provider_load(OSSL_LIB_CTX *libctx, OSSL_PROVIDER **out)
 {
+    return ea_provider_load_ex(libctx, NULL, out);
+}
+
+ea_err ea_provider_load_ex(OSSL_LIB_CTX *libctx, const ea_provider_opts *opts, OSSL_PROVIDER **out)
+{
     OSSL_PROVIDER *p;
+    unsigned want = 0;
+    bool loaded;
+    const char *off = opts ? opts->offload : NULL;
+
     if (!out)
         return EA_ERR_ARG;
+    if (off && (strlen(off) >= sizeof pending_offload || !ea_prov_offload_parse(off, &want)))
+        return EA_ERR_ARG;
+    pthread_mutex_lock(&load_lock);
+    loaded = OSSL_PROVIDER_available(libctx, EA_PROV_NAME);
     /* A second registration of the same name fails harmlessly. */
-    if (!OSSL_PROVIDER_available(libctx, EA_PROV_NAME))
+    if (!loaded)
         (void)OSSL_PROVIDER_add_builtin(libctx, EA_PROV_NAME, ea_provider_init);
-    if (!(p = OSSL_PROVIDER_load(libctx, EA_PROV_NAME)))
+    if (off && !loaded) {
+        snprintf(pending_offload, sizeof pending_offload, "%s", off);
+        pending_set = true;
+    }
+    p = OSSL_PROVIDER_load(libctx, EA_PROV_NAME);
+    pending_set = false;
+    pthread_mutex_unlock(&load_lock);
+    if (!p)
         return EA_ERR_CRYPTO;
+    if (off && loaded) {
+        /* Already running: its algorithm tables are fixed, so a different
+         * offload set cannot be honoured. */
+        const char *have = NULL;
+        unsigned got = 0;
+        OSSL_PARAM q[] = { OSSL_PARAM_construct_utf8_ptr(EA_PROVIDER_PARAM_OFFLOAD, (char **)&have, 0),
+                           OSSL_PARAM_construct_end() };
+        if (!OSSL_PROVIDER_get_params(p, q) || !ea_prov_offload_parse(have, &got) || got != want) {
+            OSSL_PROVIDER_unload(p);
+            return EA_ERR_CONDITIONS;
+        }
+    }
     *out = p;
     return EA_OK;
 }

@@ -76,8 +76,13 @@ static int se_bytes(rng *r, unsigned char *out, size_t n)
     int ok = 0;
     if (!h)
         return 0;
-    if ((rc = ea_host_get_random(h, out, n)) != EA_OK) {
-        ea_prov_raise(r->prov, rc, "GetRandom: %s", ea_host_last_error(h));
+    /* Random offload: a 32-byte request (the ClientHello random, a session
+     * id, a P-256 scalar) is the SE's TLSGenerateRandom, as in the app
+     * note's handshake; anything else is GetRandom. */
+    bool tls = (r->prov->offload & EA_PROV_OFFLOAD_RANDOM) && n == 32;
+    rc = tls ? ea_host_tls_random(h, out) : ea_host_get_random(h, out, n);
+    if (rc != EA_OK) {
+        ea_prov_raise(r->prov, rc, "%s: %s", tls ? "TLSGenerateRandom" : "GetRandom", ea_host_last_error(h));
         r->state = EVP_RAND_STATE_ERROR;
     } else {
         ok = 1;

@@ -128,6 +128,11 @@ ea_err ea_host_read_size(ea_host *h, uint32_t id, uint16_t *size);
 /* ---- objects ---------------------------------------------------------- */
 /* Generate an EC key pair inside the chip. policy NULL = the chip's default. */
 ea_err ea_host_ec_generate(ea_host *h, uint32_t id, uint8_t curve, const ea_policy *policy, bool transient);
+/* The same for an id the caller knows to be free (no existence probe: one
+ * APDU, e.g. an ephemeral ECDHE key per TLS handshake). On an existing
+ * object the SE regenerates its key or refuses; never use it on a key that
+ * matters. */
+ea_err ea_host_ec_generate_new(ea_host *h, uint32_t id, uint8_t curve, const ea_policy *policy, bool transient);
 /* Import: priv (raw scalar) and/or pub (04||X||Y); either may be NULL. */
 ea_err ea_host_ec_import(ea_host *h, uint32_t id, uint8_t curve, const uint8_t *priv, size_t priv_len,
                          const uint8_t *pub, size_t pub_len, const ea_policy *policy, bool transient);
@@ -135,6 +140,11 @@ ea_err ea_host_read_pubkey(ea_host *h, uint32_t id, uint8_t *out, size_t *out_le
 /* kind: EA_P1_AES or EA_P1_HMAC. */
 ea_err ea_host_write_symm(ea_host *h, uint32_t id, uint8_t kind, const uint8_t *key, size_t len,
                           const ea_policy *policy, bool transient);
+/* The same for an object the caller knows to be new (no existence probe:
+ * one APDU less, e.g. per TLS handshake). With a policy, an existing object
+ * makes the SE refuse (EA_ERR_CONDITIONS) instead of being overwritten. */
+ea_err ea_host_write_symm_new(ea_host *h, uint32_t id, uint8_t kind, const uint8_t *key, size_t len,
+                              const ea_policy *policy, bool transient);
 /* Create (when absent) or update a binary file with data, in chunks. A new
  * file gets length len. */
 ea_err ea_host_write_binary(ea_host *h, uint32_t id, const uint8_t *data, size_t len,

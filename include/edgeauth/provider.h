@@ -34,6 +34,29 @@ int ea_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in, co
  * the default library context) and load it. */
 ea_err ea_provider_load(OSSL_LIB_CTX *libctx, OSSL_PROVIDER **out);
 
+/* The provider parameter (openssl.cnf `offload = random,ecdhe,prf`, and
+ * OSSL_PROVIDER_get_params) naming the TLS offload parts that are on. */
+#define EA_PROVIDER_PARAM_OFFLOAD "offload"
+
+/* Options of the built-in provider, as its openssl.cnf section would give
+ * them. Zero-initialise and set what you need. */
+typedef struct ea_provider_opts {
+    /* TLS offload (docs/PROVIDER.md "TLS offload"): any of "random", "ecdhe",
+     * "prf", comma-separated ("all" for the three); NULL or "" = off, then
+     * the provider offers no key exchange, KDF or TLS group at all. The
+     * offload algorithms win a fetch only under the property query
+     * "?edgeauth.offload=yes" (EA_PROVIDER_OFFLOAD_PROPQ). */
+    const char *offload;
+} ea_provider_opts;
+
+#define EA_PROVIDER_OFFLOAD_PROPQ "?edgeauth.offload=yes"
+
+/* ea_provider_load with options (opts NULL = none, as ea_provider_load).
+ * EA_ERR_ARG for an unknown offload word; EA_ERR_CONDITIONS when the provider
+ * is already loaded in libctx with another offload set (its algorithms are
+ * fixed at load). */
+ea_err ea_provider_load_ex(OSSL_LIB_CTX *libctx, const ea_provider_opts *opts, OSSL_PROVIDER **out);
+
 #ifdef __cplusplus
 }
 #endif
