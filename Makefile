@@ -33,6 +33,7 @@ bench: build
 	@$(BUILD)/bin/bench_se_ops
 	@$(BUILD)/bin/bench_handshake -m $(BUILD)/lib/ossl-modules
 	@$(BUILD)/bin/bench_offload
+	@$(BUILD)/bin/bench_offload -n 3 -r 1 -t se050
 	@$(BUILD)/bin/bench_ca_issue
 	@$(BUILD)/bin/bench_provision
 	@bash scripts/bench_cloud.sh $(BUILD)

@@ -542,7 +542,7 @@ ea_err ea_agent_tls_setup(ea_agent *a, char *err, size_t errlen)
         snprintf(err, errlen, "cannot load OpenSSL's default provider: %s", why);
         return EA_ERR_CRYPTO;
     }
-    ea_provider_opts po = { .offload = a->o.tls_offload };
+    ea_provider_opts po = { .offload = a->o.tls_offload, .se = a->se_uri };
     if ((rc = ea_provider_load_ex(a->libctx, &po, &a->prov_ea)) != EA_OK) {
         ossl_reason(why, sizeof why);
         if (rc == EA_ERR_ARG)

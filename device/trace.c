@@ -55,7 +55,7 @@ void ea_agent_random_source(ea_agent *a, char *out, size_t cap, bool *from_se)
     if (*from_se)
         snprintf(out, cap, "from the SE (%s of provider %s)", aname, pname);
     else
-        snprintf(out, cap, "host DRBG (%s of provider %s), not the SE: SE random comes with the offload work",
+        snprintf(out, cap, "host DRBG (%s of provider %s), not the SE (--tls-offload random moves it there)",
                  aname, pname);
 }
 
@@ -259,8 +259,14 @@ static void report_text(ea_agent *a, const SSL *ssl, const phase_out *ph, size_t
     fprintf(a->out, "trace:   %-52s %8.2f ms\n", "TCP connect", ms_between(t->attempt_ns, t->start_ns));
     for (size_t i = 0; i < n; i++) {
         note_for(a, ssl, ph[i].def->key, note, sizeof note);
-        fprintf(a->out, "trace:   %zu %-50s %8.2f ms%s%s\n", i + 1, ph[i].def->name, ph[i].ms, note[0] ? "  " : "",
-                note);
+        const char *name = ph[i].def->name, *host = strstr(name, "on the host");
+        char moved[80];
+        if (ph[i].def->key == PH_KEX && host && (a->offload & EA_AGENT_OFFLOAD_ECDHE)) {
+            /* --tls-offload ecdhe: the ephemeral key and ECDH are the SE's. */
+            snprintf(moved, sizeof moved, "%.*sin the SE%s", (int)(host - name), name, host + strlen("on the host"));
+            name = moved;
+        }
+        fprintf(a->out, "trace:   %zu %-50s %8.2f ms%s%s\n", i + 1, name, ph[i].ms, note[0] ? "  " : "", note);
     }
     if (ssl && SSL_session_reused(ssl))
         fprintf(a->out, "trace:   (resumed: no certificates and no CertificateVerify; the SE was not used, "

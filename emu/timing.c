@@ -88,15 +88,15 @@ const char *emu_cmd_name(uint8_t cla, uint8_t ins, uint8_t p1, uint8_t p2)
     if (cla == 0x00 && ins == EA_INS_SELECT)
         return "SELECT";
     if ((cla & ~EA_CLA_SCP_MASK) == 0x80 && ins == 0x50)
-        return "INITIALIZE UPDATE";
+        return "INITIALIZE-UPDATE";
     if ((cla & ~EA_CLA_SCP_MASK) == 0x80 && ins == 0x82)
-        return "EXTERNAL AUTHENTICATE";
+        return "EXTERNAL-AUTHENTICATE";
     uint8_t base = ins & 0x1F;
     if (base == EA_INS_WRITE && (p1 & ~EA_P1_KEYPART_MASK) == EA_P1_EC)
         return "WriteECKey";
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         const cmd_row *r = &rows[i];
-        if (r->ins == base && (r->p1 == ANY || r->p1 == p1) && (r->p1 == ANY || r->p2 == p2))
+        if (r->ins == base && (r->p1 == ANY || r->p1 == p1) && (r->p2 == ANY || r->p2 == p2))
             return r->name;
     }
     return "unknown";
@@ -136,7 +136,7 @@ uint32_t emu_timing_us(uint8_t model, uint8_t cla, uint8_t ins, uint8_t p1, uint
     } else {
         for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
             const cmd_row *r = &rows[i];
-            if (r->ins == base && (r->p1 == ANY || r->p1 == p1) && (r->p1 == ANY || r->p2 == p2) &&
+            if (r->ins == base && (r->p1 == ANY || r->p1 == p1) && (r->p2 == ANY || r->p2 == p2) &&
                 r->plain_us) {
                 us = secure && r->scp_us ? r->scp_us : r->plain_us;
                 measured = secure && r->scp_us;

@@ -536,7 +536,7 @@ static int tls13_derive(void *vctx, unsigned char *out, size_t n, const OSSL_PAR
 {
     kdf_ctx *c = vctx;
     ea_prov *p = c->prov;
-    ea_prov_secret held;
+    ea_prov_secret held, t; /* uri may point into either: both live to the end */
     bool in_se = false;
     size_t dlen = 0;
     uint8_t digest;
@@ -564,7 +564,6 @@ static int tls13_derive(void *vctx, unsigned char *out, size_t n, const OSSL_PAR
         }
         uri = held.uri;
     } else if (c->mode == EVP_KDF_HKDF_MODE_EXTRACT_ONLY) {
-        ea_prov_secret t;
         if (c->has_salt && ea_prov_secret_get(p, c->salt, c->salt_len, &t))
             uri = t.uri;
         else if (c->has_key && ea_prov_secret_get(p, c->key, c->key_len, &t))
@@ -584,6 +583,8 @@ static int tls13_derive(void *vctx, unsigned char *out, size_t n, const OSSL_PAR
     else
         ok = tls13_extract(c, h, se, digest, dlen, out, n);
     ea_prov_host_done(p, h);
+    OPENSSL_cleanse(&held, sizeof held);
+    OPENSSL_cleanse(&t, sizeof t);
     return ok;
 }
 

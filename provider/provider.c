@@ -245,13 +245,16 @@ void ea_prov_host_done(ea_prov *p, ea_host *h)
  * here for the init it triggers, under a lock held across the load. */
 static pthread_mutex_t load_lock = PTHREAD_MUTEX_INITIALIZER;
 static char pending_offload[128];
+static char pending_se[EA_PROV_URI_MAX];
 static bool pending_set;
 
-static bool take_pending(char *out, size_t cap)
+static bool take_pending(char *out, size_t cap, char *se, size_t se_cap)
 {
     bool had = pending_set;
-    if (had)
+    if (had) {
         snprintf(out, cap, "%s", pending_offload);
+        snprintf(se, se_cap, "%s", pending_se);
+    }
     return had;
 }
 
@@ -326,9 +329,13 @@ int ea_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in, co
         offload = conf_offload;
     }
     /* ea_provider_load_ex's options win over openssl.cnf for the built-in. */
-    char pending[sizeof pending_offload];
-    if (take_pending(pending, sizeof pending))
-        offload = pending;
+    char pending[sizeof pending_offload], pse[sizeof pending_se];
+    if (take_pending(pending, sizeof pending, pse, sizeof pse)) {
+        if (pending[0])
+            offload = pending;
+        if (pse[0])
+            snprintf(p->se_uri, sizeof p->se_uri, "%s", pse);
+    }
     if (!ea_prov_offload_parse(offload, &p->offload)) {
         ea_prov_raise(p, EA_ERR_ARG, "offload = %s: expected words from random,ecdhe,prf (comma-separated)",
                       offload);
@@ -368,19 +375,22 @@ ea_err ea_provider_load_ex(OSSL_LIB_CTX *libctx, const ea_provider_opts *opts, O
     OSSL_PROVIDER *p;
     unsigned want = 0;
     bool loaded;
-    const char *off = opts ? opts->offload : NULL;
+    const char *off = opts ? opts->offload : NULL, *se = opts ? opts->se : NULL;
 
     if (!out)
         return EA_ERR_ARG;
     if (off && (strlen(off) >= sizeof pending_offload || !ea_prov_offload_parse(off, &want)))
+        return EA_ERR_ARG;
+    if (se && strlen(se) >= sizeof pending_se)
         return EA_ERR_ARG;
     pthread_mutex_lock(&load_lock);
     loaded = OSSL_PROVIDER_available(libctx, EA_PROV_NAME);
     /* A second registration of the same name fails harmlessly. */
     if (!loaded)
         (void)OSSL_PROVIDER_add_builtin(libctx, EA_PROV_NAME, ea_provider_init);
-    if (off && !loaded) {
-        snprintf(pending_offload, sizeof pending_offload, "%s", off);
+    if ((off || se) && !loaded) {
+        snprintf(pending_offload, sizeof pending_offload, "%s", off ? off : "");
+        snprintf(pending_se, sizeof pending_se, "%s", se ? se : "");
         pending_set = true;
     }
     p = OSSL_PROVIDER_load(libctx, EA_PROV_NAME);

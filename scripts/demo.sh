@@ -79,10 +79,14 @@ printf 'edgeauth demo: device-to-cloud authentication with keys that never leave
 printf 'work directory %s\n' "$W"
 
 # ---- 1. the SE vendor and its chips -------------------------------------------
-say "1. An SE vendor makes three chips. Each has a unique id and an attestation key certified by the vendor's CA; the third also gets a vendor-made device identity (key 0xF0000100 + certificate)."
+say "1. An SE vendor makes three chips. Each has a unique id and an attestation key certified by the vendor's CA; the third also gets a vendor-made device identity (key 0xF0000100 + certificate). Chip a's Platform SCP03 keys are exported once, for the host that will drive it."
 for c in a b; do
-    run "$BIN/edgeauth-se" init --state "$W/chips/$c" --vendor-ca "$VENDOR" || fail "chip $c made" "$(tail -1 "$W/last.log")"
+    extra=()
+    [ "$c" = a ] && extra=(--scp03-keys-out "$W/chips/a.scp03")
+    run "$BIN/edgeauth-se" init --state "$W/chips/$c" --vendor-ca "$VENDOR" "${extra[@]}" ||
+        fail "chip $c made" "$(tail -1 "$W/last.log")"
 done
+SE_A="unix:$W/a.sock?scp03=$W/chips/a.scp03" # chip a, always through Platform SCP03
 run "$BIN/edgeauth-se" init --state "$W/vchips/c" --vendor-ca "$VENDOR" --preprovision || fail "chip c made" "$(tail -1 "$W/last.log")"
 ok "3 chips made; vendor CA in vendor/vendor-ca.pem"
 
@@ -94,16 +98,24 @@ ok "root CA and OEM intermediate (O=$ORG)"
 # ---- 3. factory provisioning --------------------------------------------------------
 say "3. The factory station provisions chips a and b: key generated inside the SE, proven by attestation, CSR signed by the SE through the OpenSSL provider, certificate and chain written back into the SE."
 serve_chip "$W/chips/a" "$W/a.sock" || fail "chip a served" "no socket"
+A_PID=${PIDS[-1]}
 serve_chip "$W/chips/b" "$W/b.sock" || fail "chip b served" "no socket"
 i=1
 for c in a b; do
     id=dev-000$i
-    run "$BIN/edgeauth" --se "unix:$W/$c.sock" provision --ca "$PKI" --device-id "$id" \
+    se="unix:$W/$c.sock"
+    [ "$c" = a ] && se=$SE_A
+    run "$BIN/edgeauth" --se "$se" provision --ca "$PKI" --device-id "$id" \
         --vendor-ca "$VENDOR/vendor-ca.pem" || fail "$id provisioned" "$(tail -2 "$W/last.log" | head -1)"
     note "$(grep -m1 -E 'serial' "$W/last.log" | sed 's/^ *//')"
     ok "$id provisioned on chip $c (attestation checked)"
     i=$((i + 1))
 done
+run "$BIN/edgeauth" --se "$SE_A" se scp03 require || fail "chip a locked to SCP03" "$(tail -1 "$W/last.log")"
+ok "chip a was provisioned through Platform SCP03 and now refuses every plain command"
+if run "$BIN/edgeauth" --se "unix:$W/a.sock" se info; then fail "plain command to chip a refused" "it answered"; fi
+note "$(tail -1 "$W/last.log" | cut -c1-150)"
+ok "a plain GetVersion to chip a is refused (SW 6982)"
 
 # ---- 4. onboarding a vendor-provisioned chip ------------------------------------------
 say "4. Chip c came pre-provisioned by the vendor. The vendor ships a signed manifest; the OEM checks the manifest, the chip's attestation and its vendor certificate, and registers it."
@@ -127,9 +139,9 @@ ok "broker up; 3 devices registered"
 AUDIT=$CLOUD/audit.jsonl
 
 # ---- 6. devices online -----------------------------------------------------------------------
-say "6. The three devices connect and publish telemetry. Each signs its TLS CertificateVerify in its SE; here is the handshake of dev-0001:"
+say "6. The three devices connect and publish telemetry. Each signs its TLS CertificateVerify in its SE; here is the handshake of dev-0001 (its SE link runs inside Platform SCP03):"
 BROKER=mqtts://127.0.0.1:$PORT
-"$BIN/edgeauth" --se "unix:$W/a.sock" device run --broker "$BROKER" --count 3 --interval 200ms --trace \
+"$BIN/edgeauth" --se "$SE_A" device run --broker "$BROKER" --count 3 --interval 200ms --trace \
     >"$W/dev-0001.log" 2>&1 &
 D1=$!
 "$BIN/edgeauth" --se "unix:$W/c.sock" device run --broker "$BROKER" --count 3 --interval 200ms \
@@ -190,8 +202,25 @@ for i in $(seq 1 100); do kill -0 "$D2" 2>/dev/null || break; sleep 0.1; done
 if kill -0 "$D2" 2>/dev/null; then fail "dev-0002 cannot reconnect" "still running"; fi
 ok "dev-0002 cannot reconnect (gave up after 3 refused attempts)"
 
-# ---- 9. shutdown ----------------------------------------------------------------------------------
-say "9. Shutting down: the cloud, then the secure elements."
+# ---- 9. the app note's handshake on a real part -----------------------------------------------------
+say "9. The app note's handshake, priced for a real SE050: chip a restarts under the SE050 timing model (NXP's measured times per command), and dev-0001 connects with the client random, ECDHE and the key schedule done in the SE (--tls-offload random,ecdhe,prf)."
+kill "$A_PID" 2>/dev/null
+wait "$A_PID" 2>/dev/null
+rm -f "$W/a.sock"
+"$BIN/edgeauth-se" serve --state "$W/chips/a" --listen "unix:$W/a.sock" --timing se050 \
+    --apdu-log "$W/a-apdu.log" 2>>"$W/se.log" &
+PIDS+=($!)
+wait_for_file "$W/a.sock" 10 || fail "chip a served with --timing se050" "no socket"
+run "$BIN/edgeauth" --se "$SE_A" device run --broker "$BROKER" --count 1 --trace --tls-offload random,ecdhe,prf ||
+    fail "dev-0001 connected with the full offload" "$(tail -2 "$W/last.log" | head -1)"
+grep -E '^trace:' "$W/last.log" | head -12 | sed 's/^/   /'
+note "APDUs the chip saw for this connection (from its --apdu-log; headers only, never data):"
+awk '{print $8, $7}' "$W/a-apdu.log" | sort | uniq -c | sort -rn | head -20 |
+    awk '{printf "     %3d x %-30s %s\n", $1, $3, $2}'
+ok "dev-0001 published over TLS with random, ECDHE and PRF in the SE; times as an SE050 would take"
+
+# ---- 10. shutdown ----------------------------------------------------------------------------------
+say "10. Shutting down: the cloud, then the secure elements."
 "$BIN/edgeauth" cloud devices --dir "$CLOUD" 2>/dev/null | sed 's/^/   /' | head -8
 run "$BIN/edgeauth" cloud stop --dir "$CLOUD" || fail "broker stopped" "$(tail -1 "$W/last.log")"
 CLOUD_UP=0

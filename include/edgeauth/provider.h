@@ -47,6 +47,12 @@ typedef struct ea_provider_opts {
      * offload algorithms win a fetch only under the property query
      * "?edgeauth.offload=yes" (EA_PROVIDER_OFFLOAD_PROPQ). */
     const char *offload;
+    /* The SE the provider uses when nothing names one (the `se` of its
+     * openssl.cnf section): ephemeral ECDHE keys, the RNG, KDF secrets and
+     * se05x: URIs without ?se=. NULL: EDGEAUTH_SE or the host library's
+     * default. Set it to the SE that holds the key, or the offload work goes
+     * to another chip. */
+    const char *se;
 } ea_provider_opts;
 
 #define EA_PROVIDER_OFFLOAD_PROPQ "?edgeauth.offload=yes"
