@@ -17,87 +17,11 @@ EA=$BIN/edgeauth
 SE=$BIN/edgeauth-se
 LIMIT=120 # seconds for any single command
 
-export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
-export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 unset EDGEAUTH_SE EDGEAUTH_SE_SEAL_KEY EDGEAUTH_CA_LOCK_WAIT_MS
 
-T=$(mktemp -d "${TMPDIR:-/tmp}/ea-ca-cli.XXXXXX") || exit 1
-export HOME=$T/home # never touch the user's own default chip
-trap 'rm -rf "$T"' EXIT
+source "$(dirname "$0")/lib.sh"
+setup ea-ca-cli
 cd "$T" || exit 1
-
-PASS=0
-FAIL=0
-RC=0
-OUT=$T/out
-ERR=$T/err
-
-ok() {
-    PASS=$((PASS + 1))
-    echo "ok   - $1"
-}
-bad() {
-    FAIL=$((FAIL + 1))
-    echo "FAIL - $1 (exit $RC)"
-    sed 's/^/       out: /' "$OUT" | head -20
-    sed 's/^/       err: /' "$ERR" | head -20
-}
-
-ea() {
-    timeout "$LIMIT" "$EA" "$@" >"$OUT" 2>"$ERR"
-    RC=$?
-}
-# Any other command, output captured the same way.
-run() {
-    timeout "$LIMIT" "$@" >"$OUT" 2>"$ERR"
-    RC=$?
-}
-
-# A sanitizer report fails the check whatever the exit status says.
-sane() {
-    ! grep -qE 'AddressSanitizer|LeakSanitizer|runtime error:' "$ERR"
-}
-
-# check NAME ERE...: last command succeeded, stdout matches every ERE.
-check() {
-    local name=$1 re
-    shift
-    if [ "$RC" -ne 0 ] || ! sane; then
-        bad "$name"
-        return
-    fi
-    for re in "$@"; do
-        if ! grep -qE -- "$re" "$OUT"; then
-            echo "       (stdout lacks /$re/)"
-            bad "$name"
-            return
-        fi
-    done
-    ok "$name"
-}
-
-# check_fail NAME STATUS ERE: last command exited STATUS, stderr matches ERE.
-check_fail() {
-    local name=$1 want=$2 re=$3
-    if [ "$RC" -ne "$want" ] || ! sane || ! grep -qE -- "$re" "$ERR"; then
-        echo "       (wanted exit $want and stderr /$re/)"
-        bad "$name"
-        return
-    fi
-    ok "$name"
-}
-
-# assert NAME CONDITION...: a shell test.
-assert() {
-    local name=$1
-    shift
-    if "$@"; then
-        ok "$name"
-    else
-        RC=1
-        bad "$name"
-    fi
-}
 
 csr() { # csr FILE CN [openssl req key options...]
     local f=$1 cn=$2
@@ -303,5 +227,4 @@ check "edgeauth --se URI ca init --ca-key se05x:ID" "se05x:0x7D000002\?se=emu:"
 ea ca audit --dir "$PS" --verify
 check "audit log of the SE-keyed CA" "audit log OK"
 
-echo "$PASS passed, $FAIL failed"
-[ "$FAIL" -eq 0 ]
+finish

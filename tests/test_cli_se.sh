@@ -16,78 +16,10 @@ EA=$BIN/edgeauth
 SE=$BIN/edgeauth-se
 LIMIT=60 # seconds for any single command
 
-export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
-export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 unset EDGEAUTH_SE EDGEAUTH_SE_SEAL_KEY
 
-T=$(mktemp -d "${TMPDIR:-/tmp}/ea-cli-se.XXXXXX") || exit 1
-export HOME=$T/home # never touch the user's own default chip
-DAEMON=
-cleanup() {
-    if [ -n "$DAEMON" ]; then
-        kill -TERM "$DAEMON" 2>/dev/null
-        wait "$DAEMON" 2>/dev/null
-    fi
-    rm -rf "$T"
-}
-trap cleanup EXIT
-
-PASS=0
-FAIL=0
-RC=0
-OUT=$T/out
-ERR=$T/err
-
-ok() {
-    PASS=$((PASS + 1))
-    echo "ok   - $1"
-}
-bad() {
-    FAIL=$((FAIL + 1))
-    echo "FAIL - $1 (exit $RC)"
-    sed 's/^/       out: /' "$OUT" | head -20
-    sed 's/^/       err: /' "$ERR" | head -20
-}
-
-# Run edgeauth with a time limit; output in $OUT / $ERR, status in $RC.
-ea() {
-    timeout "$LIMIT" "$EA" "$@" >"$OUT" 2>"$ERR"
-    RC=$?
-}
-
-# A sanitizer report fails the check whatever the exit status says.
-sane() {
-    ! grep -qE 'AddressSanitizer|LeakSanitizer|runtime error:' "$ERR"
-}
-
-# check NAME: last command succeeded, stdout matches every ERE given.
-check() {
-    local name=$1 re
-    shift
-    if [ "$RC" -ne 0 ] || ! sane; then
-        bad "$name"
-        return
-    fi
-    for re in "$@"; do
-        if ! grep -qE -- "$re" "$OUT"; then
-            echo "       (stdout lacks /$re/)"
-            bad "$name"
-            return
-        fi
-    done
-    ok "$name"
-}
-
-# check_fail NAME STATUS ERE: last command exited STATUS, stderr matches ERE.
-check_fail() {
-    local name=$1 want=$2 re=$3
-    if [ "$RC" -ne "$want" ] || ! sane || ! grep -qE -- "$re" "$ERR"; then
-        echo "       (wanted exit $want and stderr /$re/)"
-        bad "$name"
-        return
-    fi
-    ok "$name"
-}
+source "$(dirname "$0")/lib.sh"
+setup ea-cli-se
 
 # jcheck NAME JQ-FILTER: stdout is one JSON object for which the filter is true.
 jcheck() {
@@ -113,12 +45,9 @@ jcheck() {
 A=$T/a
 B=$T/b
 for d in "$A" "$B"; do
-    timeout "$LIMIT" "$SE" init --state "$d" >"$OUT" 2>"$ERR"
-    RC=$?
-    if [ "$RC" -ne 0 ]; then
+    if ! run "$SE" init --state "$d"; then
         bad "edgeauth-se init --state $d"
-        echo "0 passed, $FAIL failed"
-        exit 1
+        finish
     fi
 done
 SEA=emu:$A
@@ -404,11 +333,8 @@ SOCK=$T/se.sock
 if timeout "$LIMIT" "$SE" init --state "$C" >/dev/null 2>"$ERR"; then
     "$SE" serve --state "$C" --listen "unix:$SOCK" 2>"$T/serve.err" &
     DAEMON=$!
-    for _ in $(seq 100); do
-        grep -q 'serving' "$T/serve.err" 2>/dev/null && break
-        sleep 0.1
-    done
-    if grep -q 'serving' "$T/serve.err"; then ok "edgeauth-se serve is up"; else RC=1; bad "edgeauth-se serve is up"; fi
+    BG+=("$DAEMON")
+    if wait_for "$T/serve.err" serving; then ok "edgeauth-se serve is up"; else RC=1; bad "edgeauth-se serve is up"; fi
 
     ea --se "unix:$SOCK" se info
     check "se info over unix:" '^applet version +7\.2\.' '^transport +jrcp-unix$' "^uri +unix:$SOCK\$"
@@ -436,7 +362,7 @@ if timeout "$LIMIT" "$SE" init --state "$C" >/dev/null 2>"$ERR"; then
         DRC=1
     fi
     wait "$DAEMON" 2>/dev/null || DRC=$?
-    DAEMON=
+    bg_forget "$DAEMON"
     RC=$DRC
     if [ "$DRC" -eq 0 ]; then ok "the daemon stops on SIGTERM"; else bad "the daemon stops on SIGTERM"; fi
 else
@@ -444,5 +370,4 @@ else
     bad "edgeauth-se init --state $C"
 fi
 
-echo "$PASS passed, $FAIL failed"
-[ "$FAIL" -eq 0 ]
+finish

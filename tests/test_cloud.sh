@@ -34,20 +34,14 @@ PLUGIN=$BUILD/lib/edgeauth_cloud.so
 MOSQ=${MOSQUITTO:-/usr/sbin/mosquitto}
 LIMIT=30 # seconds for any single command
 
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
-export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 unset EDGEAUTH_CLOUD EDGEAUTH_CLOUD_PLUGIN EDGEAUTH_SE
 
-T=$(mktemp -d "${TMPDIR:-/tmp}/ea-cloud.XXXXXX") || exit 1
-export HOME=$T/home
-mkdir -p "$HOME"
-trap '' PIPE
+source "$(dirname "$0")/lib.sh"
+setup ea-cloud mkhome ignore-pipe caller-sanitizers
 
-BG=()      # background clients
 BROKERS=() # pids of the brokers we started (read from the pid file right after each start)
 cleanup() {
-    for p in "${BG[@]}"; do kill -TERM "$p" 2>/dev/null; done
-    for p in "${BG[@]}"; do wait "$p" 2>/dev/null; done
+    stop_bg # background clients
     for pid in "${BROKERS[@]}"; do
         # only if that pid is still a mosquitto (it may have been stopped and reused)
         grep -q '^mosquitto$' "/proc/$pid/comm" 2>/dev/null || continue
@@ -55,67 +49,9 @@ cleanup() {
         for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
         kill -KILL "$pid" 2>/dev/null
     done
-    if [ -n "${EA_TEST_KEEP:-}" ]; then echo "# kept $T"; else rm -rf "$T"; fi
+    remove_tmp
 }
-trap cleanup EXIT
 
-PASS=0
-FAIL=0
-RC=0
-OUT=$T/out
-ERR=$T/err
-: >"$OUT"
-: >"$ERR"
-
-ok() {
-    PASS=$((PASS + 1))
-    echo "ok   - $1"
-}
-bad() {
-    FAIL=$((FAIL + 1))
-    echo "FAIL - $1 (exit $RC)"
-    sed 's/^/       out: /' "$OUT" | head -20
-    sed 's/^/       err: /' "$ERR" | head -20
-}
-run() {
-    timeout "$LIMIT" "$@" >"$OUT" 2>"$ERR"
-    RC=$?
-    return $RC
-}
-sane() { ! grep -qE 'AddressSanitizer|LeakSanitizer|runtime error:' "$ERR"; }
-expect_ok() {
-    local name=$1 re
-    shift
-    if [ "$RC" -ne 0 ] || ! sane; then
-        bad "$name"
-        return 1
-    fi
-    for re in "$@"; do
-        if ! cat "$OUT" "$ERR" 2>/dev/null | grep -qE -- "$re"; then
-            echo "       (output lacks /$re/)"
-            bad "$name"
-            return 1
-        fi
-    done
-    ok "$name"
-}
-expect_fail() {
-    local name=$1 re=$2
-    if [ "$RC" -eq 0 ] || [ "$RC" -eq 124 ] || [ "$RC" -eq 137 ] || ! sane ||
-        ! cat "$OUT" "$ERR" 2>/dev/null | grep -qE -- "$re"; then
-        echo "       (wanted a failure, not a timeout, with /$re/)"
-        bad "$name"
-        return 1
-    fi
-    ok "$name"
-}
-verdict() { if [ "$2" -eq 0 ]; then ok "$1"; else bad "$1"; fi; }
-finish() {
-    echo "$PASS passed, $FAIL failed"
-    [ "$FAIL" -eq 0 ]
-    exit $?
-}
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
 # started CLOUD: remember the broker's pid for the trap (keeps $RC).
 started() {
     local rc=$RC pid
@@ -126,31 +62,14 @@ started() {
 # ---- prerequisites --------------------------------------------------------------
 for f in "$EA" "$PLUGIN" "$MOSQ"; do
     if [ ! -x "$f" ] && [ ! -f "$f" ]; then
-        echo "FAIL - $f is missing (build first; Debian: mosquitto)"
-        FAIL=1
-        finish
+        give_up "$f is missing (build first; Debian: mosquitto)"
     fi
 done
 for c in openssl mosquitto_pub mosquitto_sub ss stdbuf; do
     if ! command -v "$c" >/dev/null; then
-        echo "FAIL - $c is not installed (Debian: openssl, mosquitto-clients, iproute2)"
-        FAIL=1
-        finish
+        give_up "$c is not installed (Debian: openssl, mosquitto-clients, iproute2)"
     fi
 done
-
-# free_port: a TCP port nothing listens on or talks from.
-free_port() {
-    local p
-    for _ in $(seq 1 100); do
-        p=$((20000 + RANDOM % 40000))
-        if ! ss -Htan "( sport = :$p or dport = :$p )" | grep -q .; then
-            echo "$p"
-            return 0
-        fi
-    done
-    return 1
-}
 
 # ---- the test PKI (openssl CLI) ---------------------------------------------------
 P=$T/pkiwork
@@ -277,7 +196,7 @@ reg_line() {
 
 # ---- init, import, start ------------------------------------------------------------
 CLOUD=$T/cloud
-PORT=$(free_port) || { echo "FAIL - no free port"; FAIL=1; finish; }
+PORT=$(free_port) || give_up "no free port"
 run "$EA" cloud init --dir "$CLOUD" --pki "$PKI" --port "$PORT" --plugin "$PLUGIN" \
     --server-cert "$P/server.pem" --server-key "$P/server.key" --backend-cert "$P/backend.pem"
 expect_ok "cloud init writes the broker config" "listener 127.0.0.1:$PORT"

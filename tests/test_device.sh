@@ -27,133 +27,19 @@ OPENSSL=${OPENSSL:-openssl}
 MOSQUITTO=${MOSQUITTO:-$(command -v mosquitto || echo /usr/sbin/mosquitto)}
 LIMIT=90 # seconds for any single command
 
-export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
-export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export OPENSSL_MODULES=$MODDIR
 unset EDGEAUTH_SE EDGEAUTH_SE_SEAL_KEY
 
-T=$(mktemp -d "${TMPDIR:-/tmp}/ea-dev.XXXXXX") || exit 1
-export HOME=$T/home # never touch the user's own default chip
-mkdir -p "$HOME"
-printf 'openssl_conf = openssl_init\n[openssl_init]\n' >"$T/plain.cnf"
-export OPENSSL_CONF=$T/plain.cnf
-trap '' PIPE
+source "$(dirname "$0")/lib.sh"
+setup ea-dev mkhome plain-conf ignore-pipe
+SHOW=(tail -25) # a failure shows the end of the output
 
-BG=() # background processes to stop at exit
-cleanup() {
-    for p in "${BG[@]}"; do
-        kill -CONT "$p" 2>/dev/null
-        kill -TERM "$p" 2>/dev/null
-    done
-    for p in "${BG[@]}"; do
-        wait "$p" 2>/dev/null
-    done
-    if [ -n "${EA_TEST_KEEP:-}" ]; then echo "# kept $T"; else rm -rf "$T"; fi
-}
-trap cleanup EXIT
-
-PASS=0
-FAIL=0
-RC=0
-OUT=$T/out
-ERR=$T/err
-: >"$OUT"
-: >"$ERR"
-
-ok() {
-    PASS=$((PASS + 1))
-    echo "ok   - $1"
-}
-bad() {
-    FAIL=$((FAIL + 1))
-    echo "FAIL - $1 (exit $RC)"
-    sed 's/^/       out: /' "$OUT" | tail -25
-    sed 's/^/       err: /' "$ERR" | tail -25
-}
-finish() {
-    echo "$PASS passed, $FAIL failed"
-    [ "$FAIL" -eq 0 ]
-    exit $?
-}
-
-# run CMD...: time-limited, output in $OUT / $ERR, status in $RC.
-run() {
-    timeout "$LIMIT" "$@" >"$OUT" 2>"$ERR"
-    RC=$?
-    return $RC
-}
-
-# runf FUNCTION ARGS...: the same for a shell function (its commands are
+# runf FUNCTION ARGS...: like run, for a shell function (its commands are
 # short; the function itself has no time limit).
 runf() {
     "$@" >"$OUT" 2>"$ERR"
     RC=$?
     return $RC
-}
-
-sane() {
-    ! grep -qE 'AddressSanitizer|LeakSanitizer|runtime error:' "$ERR"
-}
-
-# expect_ok NAME ERE...: last command succeeded, stdout+stderr match every ERE.
-expect_ok() {
-    local name=$1 re
-    shift
-    if [ "$RC" -ne 0 ] || ! sane; then
-        bad "$name"
-        return 1
-    fi
-    for re in "$@"; do
-        if ! grep -qE -- "$re" "$OUT" "$ERR"; then
-            echo "       (output lacks /$re/)"
-            bad "$name"
-            return 1
-        fi
-    done
-    ok "$name"
-}
-
-# expect_fail NAME STATUS ERE...: last command exited with STATUS (not a
-# timeout) and stdout+stderr match every ERE.
-expect_fail() {
-    local name=$1 want=$2 re
-    shift 2
-    if [ "$RC" -ne "$want" ] || ! sane; then
-        echo "       (wanted exit $want)"
-        bad "$name"
-        return 1
-    fi
-    for re in "$@"; do
-        if ! grep -qE -- "$re" "$OUT" "$ERR"; then
-            echo "       (output lacks /$re/)"
-            bad "$name"
-            return 1
-        fi
-    done
-    ok "$name"
-}
-
-# wait_for FILE ERE SECONDS: until FILE has a line matching ERE.
-wait_for() {
-    local i
-    for i in $(seq 1 $(($3 * 10))); do
-        grep -qE -- "$2" "$1" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    return 1
-}
-
-# free_port: a port on 127.0.0.1 where nothing listens right now.
-free_port() {
-    local p
-    for _ in $(seq 1 50); do
-        p=$((20000 + RANDOM % 40000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            echo "$p"
-            return 0
-        fi
-    done
-    return 1
 }
 
 # wait_pid PID SECONDS: wait for a background process; its status in $RC
@@ -176,18 +62,10 @@ wait_pid() {
 
 # ---- prerequisites ------------------------------------------------------------------
 for f in "$SE" "$EA" "$MODDIR/edgeauth.so"; do
-    if [ ! -e "$f" ]; then
-        echo "FAIL - $f is missing (build first)"
-        FAIL=1
-        finish
-    fi
+    [ -e "$f" ] || give_up "$f is missing (build first)"
 done
 for c in "$OPENSSL" "$MOSQUITTO" mosquitto_sub mosquitto_pub jq; do
-    if ! command -v "$c" >/dev/null; then
-        echo "FAIL - $c is not installed (apt-get install mosquitto mosquitto-clients jq)"
-        FAIL=1
-        finish
-    fi
+    command -v "$c" >/dev/null || give_up "$c is not installed (apt-get install mosquitto mosquitto-clients jq)"
 done
 
 # ---- a test PKI with the openssl CLI ----------------------------------------------------
@@ -504,11 +382,11 @@ fi
 # ================================ refusals ===============================================
 t0=$(date +%s)
 run "$EA" device run --se "$SEURI" --broker "$URL" --count 1 --server-name wrong.example
-expect_fail "wrong server name: refused with the reason, not retried" 1 \
+expect_exit "wrong server name: refused with the reason, not retried" 1 \
     'server certificate refused: name_mismatch' 'expected name wrong\.example'
 [ $(($(date +%s) - t0)) -lt 20 ] && ok "... and it fails fast" || { RC=1; bad "refusal took too long"; }
 run "$EA" device run --se "$SEURI" --broker "$URL" --count 1 --ca "$PKI/other.pem"
-expect_fail "--ca of another CA: the cloud's chain is refused as unknown_ca" 1 'server certificate refused: unknown_ca'
+expect_exit "--ca of another CA: the cloud's chain is refused as unknown_ca" 1 'server certificate refused: unknown_ca'
 run "$EA" device run --se "$SEURI" --broker "mqtts://localhost:$PORT" --count 1 --trace
 expect_ok "--broker mqtts://localhost: checked as DNS name localhost" 'ok, name localhost' 'published telemetry #1'
 
@@ -525,12 +403,12 @@ BG+=("$OBROKER")
 wait_for "$T/broker.other.log" 'mosquitto version .* running' 10
 run "$EA" device run --se "$SEURI" --broker "mqtts://127.0.0.1:$OPORT" --count 1 --max-attempts 2 --retry-min 100ms \
     --tls 1.2
-expect_fail "a broker that does not trust the device (TLS 1.2): its alert is the reason, retried, then gives up" 1 \
+expect_exit "a broker that does not trust the device (TLS 1.2): its alert is the reason, retried, then gives up" 1 \
     "the broker refused the TLS connection with alert 'unknown CA'" 'gave up after 2 failed connection attempts'
 # In TLS 1.3 the broker decides after our Finished, and its alert may be lost
 # in the reset: either way the reason says so.
 run "$EA" device run --se "$SEURI" --broker "mqtts://127.0.0.1:$OPORT" --count 1 --max-attempts 1 --tls 1.3
-expect_fail "... (TLS 1.3): refused after the handshake, said so" 1 \
+expect_exit "... (TLS 1.3): refused after the handshake, said so" 1 \
     "alert 'unknown CA' after the handshake \(it did not accept our certificate\)|TLS 1\.3 broker that refuses our certificate"
 kill -TERM "$OBROKER" 2>/dev/null
 wait_pid "$OBROKER" 10
@@ -538,16 +416,16 @@ wait_pid "$OBROKER" 10
 # The broker's ACL lets ro-1 read only: MQTT 5 PUBACK with reason 135.
 runf make_chip "$T/ro" ro-1
 run "$EA" device run --se "emu:$T/ro" --broker "$URL" --count 1
-expect_fail "telemetry refused by the broker (PUBACK reason 135): said, exit 1" 1 \
+expect_exit "telemetry refused by the broker (PUBACK reason 135): said, exit 1" 1 \
     'the broker refused telemetry #1 on devices/ro-1/telemetry: Not authorized \(reason 135\)' \
     'the broker refused 1 of 1 telemetry messages'
 
 # ================================ clear errors ===========================================
 run "$EA" device run --se "unix:$T/nobody.sock" --broker "$URL" --count 1
-expect_fail "SE unreachable: says so" 1 "cannot reach the SE unix:$T/nobody.sock"
+expect_exit "SE unreachable: says so" 1 "cannot reach the SE unix:$T/nobody.sock"
 runf make_chip "$T/bare" dev-2 nocert
 run "$EA" device run --se "emu:$T/bare" --broker "$URL" --count 1
-expect_fail "no certificate in the SE: run edgeauth provision first" 1 \
+expect_exit "no certificate in the SE: run edgeauth provision first" 1 \
     'no device certificate in the SE .*\(object 0xF0000101\): run `edgeauth provision` first'
 # A certificate of another key in 0xF0000101 (the subscriber's).
 runf make_chip "$T/wrong" dev-1 nocert
@@ -556,28 +434,28 @@ runf make_chip "$T/wrong" dev-1 nocert
     "$EA" --se "emu:$T/wrong" se write --id 0x7B000101 --in "$T/chip.files/inter.der" >/dev/null &&
     "$EA" --se "emu:$T/wrong" se write --id 0x7B000102 --in "$T/chip.files/root.der" >/dev/null
 run "$EA" device run --se "emu:$T/wrong" --broker "$URL" --count 1
-expect_fail "a certificate in the SE that is not the key's: refused before connecting" 1 \
+expect_exit "a certificate in the SE that is not the key's: refused before connecting" 1 \
     'the device certificate in the SE \(0xF0000101\) does not belong to the key 0xF0000100'
 "$SE" init --state "$T/empty" >/dev/null 2>&1
 run "$EA" device run --se "emu:$T/empty" --broker "$URL" --count 1
-expect_fail "no key in the SE: says which object" 1 'no device key in the SE .*0xF0000100'
+expect_exit "no key in the SE: says which object" 1 'no device key in the SE .*0xF0000100'
 run "$EA" device run --se "$SEURI" --broker "$URL" --count 1 --device-id dev-9
-expect_fail "--device-id that is not the certificate's CN is refused" 1 'dev-9 does not match .*CN=dev-1'
+expect_exit "--device-id that is not the certificate's CN is refused" 1 'dev-9 does not match .*CN=dev-1'
 DEAD=$(free_port) # nobody listens there
 run "$EA" device run --se "$SEURI" --broker "mqtts://127.0.0.1:$DEAD" --count 1 --max-attempts 3 --retry-min 100ms
 n=$(grep -c "^agent: broker 127\.0\.0\.1:$DEAD unreachable: Connection refused" "$ERR")
 r=$(grep -c 'unreachable: Connection refused; retrying in [0-9.]* s' "$ERR")
-expect_fail "broker unreachable: every attempt's reason and backoff printed, gives up after --max-attempts" 1 \
+expect_exit "broker unreachable: every attempt's reason and backoff printed, gives up after --max-attempts" 1 \
     "broker 127\.0\.0\.1:$DEAD unreachable: Connection refused" \
     'gave up after 3 failed connection attempts in a row \(last: broker .* unreachable' &&
     { [ "$n" -eq 3 ] && [ "$r" -eq 2 ] && ok "... 3 attempts, 3 reasons, 2 retries" ||
         { RC=1; bad "3 attempts (saw $n reasons, $r retries)"; }; }
 run "$EA" device run --se "$SEURI"
-expect_fail "usage: --broker is required (exit 2)" 2 'broker'
+expect_exit "usage: --broker is required (exit 2)" 2 'broker'
 run "$EA" device run --se "$SEURI" --broker "mqtt://127.0.0.1:$PORT"
-expect_fail "usage: plain mqtt:// refused (exit 2)" 2 'only speaks TLS'
+expect_exit "usage: plain mqtt:// refused (exit 2)" 2 'only speaks TLS'
 run "$EA" device run --se "$SEURI" --broker "$URL" --tls 1.1
-expect_fail "usage: --tls 1.1 refused (exit 2)" 2 'not 1.2 or 1.3'
+expect_exit "usage: --tls 1.1 refused (exit 2)" 2 'not 1.2 or 1.3'
 run "$EA" device --help
 expect_ok "device --help" 'edgeauth \[--se URI\] device run --broker'
 

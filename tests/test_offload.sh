@@ -23,52 +23,15 @@ MODDIR=$BUILD/lib/ossl-modules
 OPENSSL=${OPENSSL:-openssl}
 LIMIT=60
 
-export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
-export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export OPENSSL_MODULES=$MODDIR
 unset EDGEAUTH_SE EDGEAUTH_SE_SEAL_KEY EDGEAUTH_APDU_LOG
 
-T=$(mktemp -d "${TMPDIR:-/tmp}/ea-offload.XXXXXX") || exit 1
-export HOME=$T/home
-mkdir -p "$HOME"
-printf 'openssl_conf = openssl_init\n[openssl_init]\n' >"$T/plain.cnf"
-export OPENSSL_CONF=$T/plain.cnf
-trap '' PIPE
-
-BG=()
-cleanup() {
-    for p in "${BG[@]}"; do kill -TERM "$p" 2>/dev/null; done
-    for p in "${BG[@]}"; do wait "$p" 2>/dev/null; done
-    if [ -n "${EA_TEST_KEEP:-}" ]; then echo "# kept $T"; else rm -rf "$T"; fi
-}
-trap cleanup EXIT
-
-PASS=0
-FAIL=0
-RC=0
-OUT=$T/out
-ERR=$T/err
+source "$(dirname "$0")/lib.sh"
+setup ea-offload mkhome plain-conf ignore-pipe
 LOG=$T/apdu.log
-: >"$OUT"
-: >"$ERR"
-
-ok() {
-    PASS=$((PASS + 1))
-    echo "ok   - $1"
-}
-bad() {
-    FAIL=$((FAIL + 1))
-    echo "FAIL - $1 (exit $RC)"
-    sed 's/^/       out: /' "$OUT" | head -15
-    sed 's/^/       err: /' "$ERR" | head -15
-    [ -s "$LOG" ] && awk '{print "       apdu: " $0}' "$LOG" | head -40
-}
-run() {
-    timeout "$LIMIT" "$@" >"$OUT" 2>"$ERR"
-    RC=$?
-    return $RC
-}
-sane() { ! grep -qE 'AddressSanitizer|LeakSanitizer|runtime error:' "$ERR"; }
+SHOW=(head -15)
+# A failure shows the APDU log of the handshake too.
+show_also() { [ -s "$LOG" ] && awk '{print "       apdu: " $0}' "$LOG" | head -40; }
 
 # count NAME: APDUs named NAME in the log.
 count() { awk -v n="$1" '$7 == n' "$LOG" | wc -l; }
@@ -76,9 +39,9 @@ count() { awk -v n="$1" '$7 == n' "$LOG" | wc -l; }
 others() { awk '$7 != "ReadObject"' "$LOG" | wc -l; }
 
 for f in "$SE" "$EA" "$MODDIR/edgeauth.so"; do
-    [ -e "$f" ] || { echo "FAIL - $f is missing (build first)"; echo "0 passed, 1 failed"; exit 1; }
+    [ -e "$f" ] || give_up "$f is missing (build first)"
 done
-command -v "$OPENSSL" >/dev/null || { echo "FAIL - no openssl CLI"; echo "0 passed, 1 failed"; exit 1; }
+command -v "$OPENSSL" >/dev/null || give_up "no openssl CLI"
 
 # ---- PKI, chip, server ------------------------------------------------------------------
 PKI=$T/pki
@@ -104,31 +67,9 @@ run "$OPENSSL" req -provider default -provider edgeauth -new -key se05x:0xF00001
     run "$OPENSSL" x509 -req -in "$T/dev.csr" -CA "$PKI/ca.pem" -CAkey "$PKI/ca.key" -CAserial "$PKI/ca.srl" \
         -days 2 -out "$T/dev.pem" && ok "device certificate for the SE key" || bad "device certificate"
 
-PORT=
-SRVLOG=$T/server.log
-for _ in $(seq 1 20); do
-    port=$((20000 + RANDOM % 40000))
-    "$OPENSSL" s_server -accept "127.0.0.1:$port" -cert "$PKI/srv.pem" -key "$PKI/srv.key" -CAfile "$PKI/ca.pem" \
-        -Verify 1 -verify_return_error -www >"$SRVLOG" 2>&1 </dev/null &
-    pid=$!
-    for _ in $(seq 1 100); do
-        grep -q '^ACCEPT' "$SRVLOG" 2>/dev/null && break
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if grep -q '^ACCEPT' "$SRVLOG"; then
-        BG+=("$pid")
-        PORT=$port
-        break
-    fi
-    kill "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
-done
-if [ -z "$PORT" ]; then
-    echo "FAIL - s_server did not start"
-    echo "$PASS passed, 1 failed"
-    exit 1
-fi
+serve_on_free_port "$T/server.log" '^ACCEPT' "$OPENSSL" s_server -accept 127.0.0.1:@PORT@ -cert "$PKI/srv.pem" \
+    -key "$PKI/srv.key" -CAfile "$PKI/ca.pem" -Verify 1 -verify_return_error -www || give_up "s_server did not start"
+PORT=$SERVER_PORT
 ok "openssl s_server -www -Verify 1 on 127.0.0.1:$PORT"
 
 # cnf FILE OFFLOAD [noems] [random]: a config loading default, then edgeauth
@@ -276,5 +217,4 @@ cnf "$T/badword.cnf" ecdhe,turbo
 run env OPENSSL_CONF="$T/badword.cnf" "$OPENSSL" list -providers
 if grep -q '  default' "$OUT" && ! grep -q 'edgeauth' "$OUT"; then ok "offload = unknown word: the provider refuses to start"; else bad "offload = unknown word: the provider refuses to start"; fi
 
-echo "$PASS passed, $FAIL failed"
-[ "$FAIL" -eq 0 ]
+finish

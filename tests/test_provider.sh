@@ -25,126 +25,27 @@ OPENSSL=${OPENSSL:-openssl}
 LIMIT=60   # seconds for any single command
 HANG=20    # limit for the commands that must fail fast; a hang shows as exit 124
 
-# The sanitized edgeauth binaries report here; the openssl/curl binaries and
-# the module are not instrumented.
-export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
-export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+# The sanitized edgeauth binaries report here (ASAN_OPTIONS, UBSAN_OPTIONS:
+# setup); the openssl/curl binaries and the module are not instrumented.
 export OPENSSL_MODULES=$MODDIR
 # The SE comes from each case (EDGEAUTH_SE or `se =`), never from the caller.
 unset EDGEAUTH_SE EDGEAUTH_SE_SEAL_KEY
 
-T=$(mktemp -d "${TMPDIR:-/tmp}/ea-prov.XXXXXX") || exit 1
-export HOME=$T/home # never touch the user's own default chip
-mkdir -p "$HOME"
-# A neutral config for every command that does not name its own, so that the
-# caller's OPENSSL_CONF cannot load other providers into the cases.
-printf 'openssl_conf = openssl_init\n[openssl_init]\n' >"$T/plain.cnf"
-export OPENSSL_CONF=$T/plain.cnf
-
-# A write to a fifo whose reader died must fail, not kill the script.
-trap '' PIPE
-
-BG=() # background processes to stop at exit
+source "$(dirname "$0")/lib.sh"
+setup ea-prov mkhome plain-conf ignore-pipe
 cleanup() {
-    exec 7>&- 8>&- 9>&- 2>/dev/null
-    for p in "${BG[@]}"; do
-        kill -CONT "$p" 2>/dev/null
-        kill -TERM "$p" 2>/dev/null
-    done
-    for p in "${BG[@]}"; do
-        wait "$p" 2>/dev/null
-    done
-    if [ -n "${EA_TEST_KEEP:-}" ]; then echo "# kept $T"; else rm -rf "$T"; fi
-}
-trap cleanup EXIT
-
-PASS=0
-FAIL=0
-SKIP=0
-RC=0
-OUT=$T/out
-ERR=$T/err
-: >"$OUT"
-: >"$ERR"
-
-ok() {
-    PASS=$((PASS + 1))
-    echo "ok   - $1"
-}
-bad() {
-    FAIL=$((FAIL + 1))
-    echo "FAIL - $1 (exit $RC)"
-    sed 's/^/       out: /' "$OUT" | head -20
-    sed 's/^/       err: /' "$ERR" | head -20
-}
-skip() {
-    SKIP=$((SKIP + 1))
-    echo "skip - $1: $2"
+    exec 7>&- 8>&- 9>&- 2>/dev/null # the fifos some cases hold open
+    stop_bg
+    remove_tmp
 }
 
-# run CMD...: time-limited, output in $OUT / $ERR, status in $RC.
-run() {
-    timeout "$LIMIT" "$@" >"$OUT" 2>"$ERR"
-    RC=$?
-    return $RC
-}
 ossl() { run "$OPENSSL" "$@"; }
-
-sane() {
-    ! grep -qE 'AddressSanitizer|LeakSanitizer|runtime error:' "$ERR"
-}
-
-# expect_ok NAME ERE...: last command succeeded, stdout+stderr match every ERE.
-expect_ok() {
-    local name=$1 re
-    shift
-    if [ "$RC" -ne 0 ] || ! sane; then
-        bad "$name"
-        return 1
-    fi
-    for re in "$@"; do
-        if ! cat "$OUT" "$ERR" | grep -qE -- "$re"; then
-            echo "       (output lacks /$re/)"
-            bad "$name"
-            return 1
-        fi
-    done
-    ok "$name"
-}
-
-# expect_fail NAME ERE: last command failed (not by the time limit) and
-# stdout+stderr match ERE.
-expect_fail() {
-    local name=$1 re=$2
-    if [ "$RC" -eq 0 ] || [ "$RC" -eq 124 ] || [ "$RC" -eq 137 ] || ! sane ||
-        ! cat "$OUT" "$ERR" | grep -qE -- "$re"; then
-        echo "       (wanted a failure, not a timeout, with /$re/)"
-        bad "$name"
-        return 1
-    fi
-    ok "$name"
-}
-
-# verdict NAME CONDITION-STATUS: for checks computed by the caller.
-verdict() {
-    if [ "$2" -eq 0 ]; then ok "$1"; else bad "$1"; fi
-}
-
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
 # ---- prerequisites ----------------------------------------------------------------
 for f in "$SE" "$MODDIR/edgeauth.so"; do
-    if [ ! -e "$f" ]; then
-        echo "FAIL - $f is missing (build first)"
-        echo "0 passed, 1 failed"
-        exit 1
-    fi
+    [ -e "$f" ] || give_up "$f is missing (build first)"
 done
-if ! command -v "$OPENSSL" >/dev/null; then
-    echo "FAIL - the openssl CLI is not installed"
-    echo "0 passed, 1 failed"
-    exit 1
-fi
+command -v "$OPENSSL" >/dev/null || give_up "the openssl CLI is not installed"
 P=(-provider default -provider edgeauth) # the robust order: default first
 
 # ---- a test CA and a TLS server with file keys (no provider) -----------------------
@@ -161,10 +62,7 @@ mkdir -p "$PKI"
             -extfile srv.ext -out srv.pem
 ) >"$OUT" 2>"$ERR"
 RC=$?
-expect_ok "test CA and server certificate (file keys)" || {
-    echo "$PASS passed, $FAIL failed"
-    exit 1
-}
+expect_ok "test CA and server certificate (file keys)" || finish
 
 # issue CSR CERT [extra x509 args]: sign a device certificate with the test CA.
 issue() {
@@ -179,27 +77,10 @@ issue() {
 WWW_PORT=
 WWW_LOG=
 start_www() {
-    local name=$1 port pid i
-    WWW_LOG=$T/$name.log
-    for _ in $(seq 1 20); do
-        port=$((20000 + RANDOM % 40000))
-        "$OPENSSL" s_server -accept "127.0.0.1:$port" -cert "$PKI/srv.pem" -key "$PKI/srv.key" \
-            -CAfile "$PKI/ca.pem" -Verify 1 -verify_return_error -www >"$WWW_LOG" 2>&1 </dev/null &
-        pid=$!
-        for i in $(seq 1 100); do
-            grep -q '^ACCEPT' "$WWW_LOG" 2>/dev/null && break
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        if grep -q '^ACCEPT' "$WWW_LOG"; then
-            BG+=("$pid")
-            WWW_PORT=$port
-            return 0
-        fi
-        kill "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
-    done
-    return 1
+    WWW_LOG=$T/$1.log
+    serve_on_free_port "$WWW_LOG" '^ACCEPT' "$OPENSSL" s_server -accept 127.0.0.1:@PORT@ -cert "$PKI/srv.pem" \
+        -key "$PKI/srv.key" -CAfile "$PKI/ca.pem" -Verify 1 -verify_return_error -www &&
+        WWW_PORT=$SERVER_PORT
 }
 
 # tls_case NAME KEY CERT SUBJECT PROTO-ARGS...: s_client with the SE key
@@ -303,11 +184,7 @@ write_object() {
     run "$EA" --se "$1" se write --id "$2" --in "$3"
 }
 
-if ! start_www www; then
-    echo "FAIL - openssl s_server -www did not start on any port"
-    echo "$PASS passed, $((FAIL + 1)) failed"
-    exit 1
-fi
+start_www www || give_up "openssl s_server -www did not start on any port"
 ok "openssl s_server -www -Verify 1 listening on 127.0.0.1:$WWW_PORT"
 
 # ---- the cases, for one SE ------------------------------------------------------------
@@ -727,5 +604,4 @@ else
     bad "edgeauth-se serve on unix:$SOCK"
 fi
 
-echo "$PASS passed, $FAIL failed$([ "$SKIP" -gt 0 ] && echo ", $SKIP skipped")"
-[ "$FAIL" -eq 0 ]
+finish

@@ -16,38 +16,16 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 SE=$BUILD/bin/edgeauth-se
 EA=$BUILD/bin/edgeauth
 export OPENSSL_MODULES=$BUILD/lib/ossl-modules
-export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
-export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 unset EDGEAUTH_SE EDGEAUTH_SE_SCP03 EDGEAUTH_SE_SEAL_KEY
 LIMIT=60
 
-T=$(mktemp -d "${TMPDIR:-/tmp}/ea-scpcap.XXXXXX") || exit 1
-export HOME=$T/home
-mkdir -p "$HOME"
-printf 'openssl_conf = openssl_init\n[openssl_init]\n' >"$T/plain.cnf"
-export OPENSSL_CONF=$T/plain.cnf
-
-BG=()
-cleanup() {
-    for p in "${BG[@]}"; do kill -TERM "$p" 2>/dev/null; done
-    for p in "${BG[@]}"; do wait "$p" 2>/dev/null; done
-    if [ -n "${EA_TEST_KEEP:-}" ]; then echo "# kept $T"; else rm -rf "$T"; fi
-}
-trap cleanup EXIT
-
-PASS=0
-FAIL=0
-ok() { PASS=$((PASS + 1)); echo "ok   - $1"; }
+source "$(dirname "$0")/lib.sh"
+setup ea-scpcap mkhome plain-conf
+# This suite's failures name the check and show only the error output.
 bad() {
     FAIL=$((FAIL + 1))
     echo "FAIL - $1"
-    [ -s "$T/err" ] && sed 's/^/       err: /' "$T/err" | head -10
-}
-run() { timeout "$LIMIT" "$@" >"$T/out" 2>"$T/err"; }
-
-wait_for() { # wait_for FILE|SOCKET
-    for _ in $(seq 1 200); do [ -e "$1" ] && return 0; sleep 0.05; done
-    return 1
+    [ -s "$ERR" ] && sed 's/^/       err: /' "$ERR" | head -10
 }
 
 # found CAPTURE FILE WINDOW: does any WINDOW-byte piece of FILE occur in CAPTURE?
@@ -154,5 +132,4 @@ else
 fi
 stop_proxy
 
-echo "$PASS passed, $FAIL failed"
-[ "$FAIL" -eq 0 ]
+finish
