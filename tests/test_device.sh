@@ -318,6 +318,44 @@ for v in 1.2 1.3; do
         'CertificateVerify signed in the SE' 'published telemetry #1'
 done
 
+# ================================ TLS offload ===========================================
+# --tls-offload random,ecdhe,prf: the chip's APDU log (headers only) proves the
+# SE made the randoms, the ECDHE key and shared secret, and ran the key schedule.
+for v in 1.2 1.3; do
+    LOG=$T/offload-$v.apdu
+    rm -f "$LOG"
+    EDGEAUTH_SE_APDU_LOG=$LOG run "$EA" device run --se "$SEURI" --broker "$URL" --count 1 --tls "$v" --trace \
+        --tls-offload random,ecdhe,prf
+    kdf=TLSPerformPRF
+    [ "$v" = 1.3 ] && kdf=HKDF
+    expect_ok "--tls $v --tls-offload random,ecdhe,prf: handshake and publish" "full handshake, TLSv$v" \
+        'random [0-9a-f]{8}\.\.\.: from the SE' 'key exchange \(ECDHE in the SE\)' 'group secp256r1' \
+        'published telemetry #1'
+    if grep -q ' TLSGenerateRandom ' "$LOG" && grep -q ' ECDHGenerateSharedSecret ' "$LOG" &&
+        grep -q ' WriteECKey ' "$LOG" && grep -q " $kdf " "$LOG"; then
+        ok "--tls $v offload: the SE log shows TLSGenerateRandom, WriteECKey, ECDHGenerateSharedSecret, $kdf"
+    else
+        cp "$LOG" "$OUT"
+        bad "--tls $v offload: SE steps missing from the APDU log"
+    fi
+done
+run "$EA" device run --se "$SEURI" --broker "$URL" --count 1 --tls-offload random,magic
+expect_fail "--tls-offload with an unknown word is refused, naming the words" 'random,ecdhe,prf'
+# Without offload the SE signs and nothing else during the handshake.
+LOG=$T/plain.apdu
+rm -f "$LOG"
+EDGEAUTH_SE_APDU_LOG=$LOG run "$EA" device run --se "$SEURI" --broker "$URL" --count 1 --tls 1.3
+assert "without offload: no TLSGenerateRandom, ECDH, PRF or HKDF reaches the SE, one ECDSASign" \
+    test "$(grep -cE ' (TLSGenerateRandom|ECDHGenerateSharedSecret|TLSPerformPRF|HKDF|GetRandom) ' "$LOG")" = 0 -a \
+    "$(grep -c ' ECDSASign ' "$LOG")" = 1
+
+# ================================ the SE050 timing model ==================================
+EDGEAUTH_SE_TIMING=se050 run "$EA" device run --se "$SEURI" --broker "$URL" --count 1 --trace
+expect_ok "EDGEAUTH_SE_TIMING=se050: the trace shows the part's signing time" 'CertificateVerify signed in the SE'
+ms=$(sed -n 's/.*CertificateVerify signed in the SE *\([0-9.]*\) ms.*/\1/p' "$OUT" | head -1)
+assert "under the SE050 model the CertificateVerify phase takes at least 45 ms (got ${ms:-?} ms)" \
+    awk -v m="${ms:-0}" 'BEGIN { exit !(m >= 45) }'
+
 # ================================ commands =============================================
 start_agent --se "$SEURI" --broker "$URL" --interval 300ms
 if wait_for "$AG_OUT" 'listening for commands on devices/dev-1/commands' 30; then
