@@ -472,8 +472,10 @@ static ea_err build_ctx(ea_agent *a, char *err, size_t errlen)
         goto ossl;
     /* TLSPerformPRF computes the master secret from the two randoms only:
      * the extended master secret (RFC 7627, seeded by the session hash) does
-     * not fit it, so PRF offload runs TLS 1.2 without it (docs/DEVICE.md). */
-    if (prf)
+     * not fit it. With the premaster in the SE (ecdhe + prf) TLS 1.2 runs
+     * without it; with prf alone the premaster is on the host and the
+     * provider computes the extended master secret there (docs/DEVICE.md). */
+    if (prf && kx)
         SSL_CTX_set_options(a->ctx, SSL_OP_NO_EXTENDED_MASTER_SECRET);
     SSL_CTX_set_mode(a->ctx, SSL_MODE_RELEASE_BUFFERS);
     if (!SSL_CTX_use_certificate(a->ctx, a->cert))

@@ -410,6 +410,7 @@ static uint16_t transceive_wrapped(ea_emu_chan *ch, const uint8_t *capdu, size_t
     inner->ins = c.ins;
     inner->p1 = c.p1;
     inner->p2 = c.p2;
+    inner->body = c.body; /* its length only: the buffer is wiped below */
     inner->secure = true;
     size_t n = sw == EA_SW_OK ? rsp.len : 0;
     rbuf[n] = (uint8_t)(sw >> 8);
@@ -464,7 +465,7 @@ ea_err ea_emu_transceive(ea_emu_chan *ch, const uint8_t *capdu, size_t clen, uin
     }
     if (t0) {
         /* Like the real part: one command at a time, each taking its time. */
-        uint32_t us = emu_timing_us(emu->timing, c.cla, c.ins, c.p1, c.p2, clen + *rlen, c.secure);
+        uint32_t us = emu_timing_us(emu->timing, c.cla, c.ins, c.p1, c.p2, c.body.n, clen + *rlen, c.secure);
         if (us)
             emu_sleep_until(t0 + (uint64_t)us * 1000u);
         emu_apdu_log(emu, ch, &c, c.secure, sw, clen, *rlen, emu_now_ns() - t0);

@@ -200,11 +200,10 @@ cmd_fn cmd_set_platform_scp;
 
 /* Command names and timing models (timing.c). */
 enum { EMU_TIMING_NONE = 0, EMU_TIMING_SE050 };
-const char *emu_cmd_name(uint8_t cla, uint8_t ins, uint8_t p1, uint8_t p2);
 ea_err emu_timing_parse(const char *model, uint8_t *out);
-/* What the command would take on the modelled part (us); wire_bytes is
- * C-APDU + R-APDU as they travel. */
-uint32_t emu_timing_us(uint8_t model, uint8_t cla, uint8_t ins, uint8_t p1, uint8_t p2,
+/* What the command would take on the modelled part (us); body_len is the
+ * plain command's data length, wire_bytes C-APDU + R-APDU as they travel. */
+uint32_t emu_timing_us(uint8_t model, uint8_t cla, uint8_t ins, uint8_t p1, uint8_t p2, size_t body_len,
                        size_t wire_bytes, bool secure);
 uint64_t emu_now_ns(void);
 void emu_sleep_until(uint64_t deadline_ns);

@@ -1,4 +1,4 @@
-/* Command names (for the APDU log) and the timing models: how long a real
+/* The timing models: how long a real
  * part takes for each command, so that a handshake through the emulator
  * costs what it would on the board (spec se05x-apdu.md §9). */
 #include <errno.h>
@@ -16,52 +16,27 @@
  * Platform SCP03, in microseconds. 0 = not measured: the model then
  * charges the generic cost below. */
 typedef struct cmd_row {
-    uint8_t ins, p1, p2; /* ins: low 5 bits; p1 0xFF = any */
-    const char *name;
+    uint8_t ins, p1, p2; /* ins: low 5 bits; 0xFF = any P1/P2 */
     uint32_t plain_us, scp_us;
 } cmd_row;
 
 #define ANY 0xFFu
 
 static const cmd_row rows[] = {
-    { EA_INS_CRYPTO, EA_P1_SIGNATURE, EA_P2_SIGN, "ECDSASign", 45000, 67000 },
-    { EA_INS_CRYPTO, EA_P1_SIGNATURE, EA_P2_VERIFY, "ECDSAVerify", 44200, 68000 },
-    { EA_INS_CRYPTO, EA_P1_EC, EA_P2_DH, "ECDHGenerateSharedSecret", 44000, 59000 },
+    { EA_INS_CRYPTO, EA_P1_SIGNATURE, EA_P2_SIGN, 45000, 67000 },
+    { EA_INS_CRYPTO, EA_P1_SIGNATURE, EA_P2_VERIFY, 44200, 68000 },
+    { EA_INS_CRYPTO, EA_P1_EC, EA_P2_DH, 44000, 59000 },
     /* "generate client random" in NXP's deep TLS integration. */
-    { EA_INS_CRYPTO, EA_P1_TLS, EA_P2_RANDOM, "TLSGenerateRandom", 22000, 0 },
+    { EA_INS_CRYPTO, EA_P1_TLS, EA_P2_RANDOM, 22000, 0 },
     /* "calculate master secret" = PMS + PRF: 230 ms together; the split is
      * ours (the two steps cost about the same: one HMAC-heavy command
      * each). */
-    { EA_INS_CRYPTO, EA_P1_TLS, EA_P2_TLS_PMS, "TLSCalculatePreMasterSecret", 115000, 0 },
-    { EA_INS_CRYPTO, EA_P1_TLS, EA_P2_TLS_PRF_CLI_HELLO, "TLSPerformPRF", 115000, 0 },
-    { EA_INS_CRYPTO, EA_P1_TLS, EA_P2_TLS_PRF_SRV_HELLO, "TLSPerformPRF", 115000, 0 },
-    { EA_INS_CRYPTO, EA_P1_TLS, EA_P2_TLS_PRF_CLI_RND, "TLSPerformPRF", 115000, 0 },
-    { EA_INS_CRYPTO, EA_P1_TLS, EA_P2_TLS_PRF_SRV_RND, "TLSPerformPRF", 115000, 0 },
-    { EA_INS_CRYPTO, EA_P1_TLS, EA_P2_TLS_PRF_BOTH, "TLSPerformPRF", 115000, 0 },
-    { EA_INS_CRYPTO, EA_P1_DEFAULT, EA_P2_HKDF, "HKDF", 0, 0 },
-    { EA_INS_CRYPTO, EA_P1_DEFAULT, EA_P2_HKDF_EXPAND_ONLY, "HKDFExpand", 0, 0 },
-    { EA_INS_CRYPTO, EA_P1_DEFAULT, EA_P2_ONESHOT, "DigestOneShot", 0, 0 },
-    { EA_INS_CRYPTO, EA_P1_CIPHER, ANY, "CipherOneShot", 0, 0 },
-    { EA_INS_CRYPTO, EA_P1_MAC, ANY, "MACOneShot", 0, 0 },
-    { EA_INS_MGMT, EA_P1_DEFAULT, EA_P2_RANDOM, "GetRandom", 0, 0 },
-    { EA_INS_MGMT, EA_P1_DEFAULT, EA_P2_VERSION, "GetVersion", 0, 0 },
-    { EA_INS_MGMT, EA_P1_DEFAULT, EA_P2_VERSION_EXT, "GetVersion", 0, 0 },
-    { EA_INS_MGMT, EA_P1_DEFAULT, EA_P2_MEMORY, "GetFreeMemory", 0, 0 },
-    { EA_INS_MGMT, EA_P1_DEFAULT, EA_P2_TIME, "GetTimestamp", 0, 0 },
-    { EA_INS_MGMT, EA_P1_DEFAULT, EA_P2_EXIST, "CheckObjectExists", 0, 0 },
-    { EA_INS_MGMT, EA_P1_DEFAULT, EA_P2_DELETE_OBJECT, "DeleteSecureObject", 0, 0 },
-    { EA_INS_MGMT, EA_P1_DEFAULT, EA_P2_DELETE_ALL, "DeleteAll", 0, 0 },
-    { EA_INS_MGMT, EA_P1_DEFAULT, EA_P2_SCP, "SetPlatformSCPRequest", 0, 0 },
-    { EA_INS_MGMT, EA_P1_CURVE, EA_P2_DELETE_OBJECT, "DeleteECCurve", 0, 0 },
-    { EA_INS_READ, EA_P1_DEFAULT, EA_P2_DEFAULT, "ReadObject", 0, 0 },
-    { EA_INS_READ, EA_P1_DEFAULT, EA_P2_TYPE, "ReadType", 0, 0 },
-    { EA_INS_READ, EA_P1_DEFAULT, EA_P2_SIZE, "ReadSize", 0, 0 },
-    { EA_INS_READ, EA_P1_DEFAULT, EA_P2_LIST, "ReadIDList", 0, 0 },
-    { EA_INS_READ, EA_P1_CURVE, ANY, "ReadECCurve", 0, 0 },
-    { EA_INS_WRITE, EA_P1_CURVE, ANY, "WriteECCurve", 0, 0 },
-    { EA_INS_WRITE, EA_P1_AES, ANY, "WriteSymmKey", 0, 0 },
-    { EA_INS_WRITE, EA_P1_HMAC, ANY, "WriteSymmKey", 0, 0 },
-    { EA_INS_WRITE, EA_P1_BINARY, ANY, "WriteBinary", 0, 0 },
+    { EA_INS_CRYPTO, EA_P1_TLS, EA_P2_TLS_PMS, 115000, 0 },
+    { EA_INS_CRYPTO, EA_P1_TLS, EA_P2_TLS_PRF_CLI_HELLO, 115000, 0 },
+    { EA_INS_CRYPTO, EA_P1_TLS, EA_P2_TLS_PRF_SRV_HELLO, 115000, 0 },
+    { EA_INS_CRYPTO, EA_P1_TLS, EA_P2_TLS_PRF_CLI_RND, 115000, 0 },
+    { EA_INS_CRYPTO, EA_P1_TLS, EA_P2_TLS_PRF_SRV_RND, 115000, 0 },
+    { EA_INS_CRYPTO, EA_P1_TLS, EA_P2_TLS_PRF_BOTH, 115000, 0 },
 };
 
 /* Generating an EC key pair: mbedTLS ALT's "DH key generation" (54 ms,
@@ -83,25 +58,6 @@ static const cmd_row rows[] = {
 #define RANDOM_FIXED_US 20000u
 #define RANDOM_NS_PER_BYTE 50000u
 
-const char *emu_cmd_name(uint8_t cla, uint8_t ins, uint8_t p1, uint8_t p2)
-{
-    if (cla == 0x00 && ins == EA_INS_SELECT)
-        return "SELECT";
-    if ((cla & ~EA_CLA_SCP_MASK) == 0x80 && ins == 0x50)
-        return "INITIALIZE-UPDATE";
-    if ((cla & ~EA_CLA_SCP_MASK) == 0x80 && ins == 0x82)
-        return "EXTERNAL-AUTHENTICATE";
-    uint8_t base = ins & 0x1F;
-    if (base == EA_INS_WRITE && (p1 & ~EA_P1_KEYPART_MASK) == EA_P1_EC)
-        return "WriteECKey";
-    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
-        const cmd_row *r = &rows[i];
-        if (r->ins == base && (r->p1 == ANY || r->p1 == p1) && (r->p2 == ANY || r->p2 == p2))
-            return r->name;
-    }
-    return "unknown";
-}
-
 ea_err emu_timing_parse(const char *model, uint8_t *out)
 {
     if (!model || !*model || !strcasecmp(model, "none")) {
@@ -115,7 +71,7 @@ ea_err emu_timing_parse(const char *model, uint8_t *out)
     return EA_ERR_ARG;
 }
 
-uint32_t emu_timing_us(uint8_t model, uint8_t cla, uint8_t ins, uint8_t p1, uint8_t p2,
+uint32_t emu_timing_us(uint8_t model, uint8_t cla, uint8_t ins, uint8_t p1, uint8_t p2, size_t body_len,
                        size_t wire_bytes, bool secure)
 {
     if (model != EMU_TIMING_SE050)
@@ -129,8 +85,8 @@ uint32_t emu_timing_us(uint8_t model, uint8_t cla, uint8_t ins, uint8_t p1, uint
     uint64_t us = 0;
     bool measured = false;
     if (base == EA_INS_WRITE && (p1 & ~EA_P1_KEYPART_MASK) == EA_P1_EC) {
-        /* Generating (no key in the command) vs. importing. */
-        us = wire_bytes < 40 ? KEYGEN_US : GENERIC_US + bytes_us;
+        /* Generating (id, curve, maybe a policy) vs. importing (a key). */
+        us = body_len < 48 ? KEYGEN_US : GENERIC_US + bytes_us;
     } else if (base == EA_INS_MGMT && p1 == EA_P1_DEFAULT && p2 == EA_P2_RANDOM) {
         us = RANDOM_FIXED_US + (uint64_t)wire_bytes * RANDOM_NS_PER_BYTE / 1000u;
     } else {
@@ -185,7 +141,7 @@ void emu_apdu_log(ea_emu *emu, const ea_emu_chan *ch, const apdu_ctx *c, bool se
     int n = snprintf(line, sizeof line,
                      "%lld.%06ld ch=%u %02X %02X %02X %02X %-28s %s lc=%zu rlen=%zu sw=%04X us=%llu\n",
                      (long long)ts.tv_sec, ts.tv_nsec / 1000, ch->serial, c->cla, c->ins, c->p1, c->p2,
-                     emu_cmd_name(c->cla, c->ins, c->p1, c->p2), secure ? "scp03" : "plain", clen, rlen,
+                     ea_se05x_cmd_name(c->cla, c->ins, c->p1, c->p2), secure ? "scp03" : "plain", clen, rlen,
                      sw, (unsigned long long)(took_ns / 1000u));
     if (n > 0) {
         ssize_t w = write(emu->apdu_log_fd, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);

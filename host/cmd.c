@@ -571,6 +571,7 @@ ea_err ea_host_tls_random(ea_host *h, uint8_t out[32])
         rc = EA_ERR_MALFORMED;
     if (rc == EA_OK)
         memcpy(out, t.p, 32);
+    ea_cleanse(r, sizeof r); /* it may seed a private key */
     return rc;
 }
 

@@ -132,6 +132,13 @@ static int pem_encode(void *ctx, OSSL_CORE_BIO *cout, const void *obj_raw, const
         ea_prov_raise(p, EA_ERR_UNSUPPORTED, "only an SE key (by reference) can be written as " EA_PROV_PEM_NAME);
         return 0;
     }
+    if (k->eph) {
+        /* A transient key dies with its session and its id is reused: a
+         * reference to it would later name someone else's key. */
+        ea_prov_raise(p, EA_ERR_UNSUPPORTED, "0x%08X is an ephemeral (transient) key: it cannot be saved; "
+                                             "generate a persistent one with -pkeyopt se05x-id:0x...", k->id);
+        return 0;
+    }
     BIO *out = BIO_new_from_core_bio(p->libctx, cout);
     if (out && ea_prov_keyref_encode(k, &der, &n))
         ok = PEM_write_bio(out, EA_PROV_PEM_NAME, "", der, (long)n) > 0;

@@ -328,7 +328,9 @@ static int prf_derive(void *vctx, unsigned char *out, size_t n, const OSSL_PARAM
     }
     in_se = ea_prov_secret_get(p, c->key, c->key_len, &held);
     if (!in_se && ea_prov_secret_is_ref(c->key, c->key_len)) {
-        ea_prov_raise(p, EA_ERR_NOT_FOUND, "TLS1-PRF: the premaster held in the SE is gone (evicted or used)");
+        ea_prov_raise(p, EA_ERR_NOT_FOUND, "TLS1-PRF: the premaster refers to a secret held in the SE that is "
+                                           "gone (evicted or used) or is part of a larger secret (ECDHE-PSK), "
+                                           "which the SE cannot take");
         return 0;
     }
     digest = se_digest(c->md, &dlen);

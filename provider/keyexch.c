@@ -76,7 +76,9 @@ static int derive_in(ecdh_ctx *c, ea_host *h, unsigned char *secret, size_t fiel
     ea_prov *p = c->prov;
     ea_err rc;
 
-    if (!(p->offload & EA_PROV_OFFLOAD_PRF)) {
+    /* Only libssl's ephemeral keys hand out a reference for the PRF; ECDH
+     * with any other SE key returns the real shared secret. */
+    if (!(p->offload & EA_PROV_OFFLOAD_PRF) || !c->key->eph) {
         size_t n = field;
         if ((rc = ea_host_ecdh(h, c->key->id, c->peer->pub, c->peer->pub_len, 0, secret, &n)) != EA_OK ||
             n != field) {

@@ -458,7 +458,9 @@ static void *km_gen(void *genctx, OSSL_CALLBACK *cb, void *cbarg)
             k->curve = g->curve;
         return k;
     }
-    if (!g->id && (g->prov->offload & EA_PROV_OFFLOAD_ECDHE))
+    /* libssl's ephemeral ECDHE key: no se05x-* parameter at all. A caller
+     * who names a policy or an SE but no id wants a real key: say so. */
+    if (!g->id && !g->has_policy && !g->uri[0] && (g->prov->offload & EA_PROV_OFFLOAD_ECDHE))
         return gen_ephemeral(g);
     if (!g->id) {
         ea_prov_raise(g->prov, EA_ERR_ARG,

@@ -1,3 +1,4 @@
+#define _GNU_SOURCE /* memmem */
 /* The TLS offload mode (issue 8, app note AN12400 §3.1-3.4): the `offload`
  * parameter, the transient SE objects it uses, the table of secrets that
  * stay in the SE while libssl holds only a reference to them, the TLS-GROUP
@@ -166,9 +167,10 @@ static int parse_ref(const uint8_t *buf, size_t len, size_t *slot, uint32_t *gen
 
 int ea_prov_secret_is_ref(const uint8_t *buf, size_t len)
 {
-    size_t slot;
-    uint32_t gen;
-    return parse_ref(buf, len, &slot, &gen);
+    /* Anywhere, not only as the whole secret: libssl embeds the ECDH
+     * output in a larger premaster for ECDHE-PSK, and a reference there
+     * must be refused, never used as key material. */
+    return buf && len >= sizeof ref_magic && memmem(buf, len, ref_magic, sizeof ref_magic) != NULL;
 }
 
 /* Copy a live entry out; with take, the entry also leaves the table. */
@@ -257,36 +259,6 @@ int ea_prov_tls_groups(void *provctx, const char *capability, OSSL_CALLBACK *cb,
 
 /* ---- the APDU log ----------------------------------------------------------------------- */
 
-static const struct apdu_name {
-    uint8_t ins, p1, p2; /* ins without the transient bit; 0xFF = any p1/p2 */
-    const char *name;
-} apdu_names[] = {
-    { EA_INS_CRYPTO, EA_P1_TLS, EA_P2_RANDOM, "TLSGenerateRandom" },
-    { EA_INS_CRYPTO, EA_P1_TLS, EA_P2_TLS_PMS, "TLSCalculatePreMasterSecret" },
-    { EA_INS_CRYPTO, EA_P1_TLS, 0xFF, "TLSPerformPRF" },
-    { EA_INS_CRYPTO, EA_P1_EC, EA_P2_DH, "ECDHGenerateSharedSecret" },
-    { EA_INS_CRYPTO, EA_P1_SIGNATURE, EA_P2_SIGN, "ECDSASign" },
-    { EA_INS_CRYPTO, EA_P1_DEFAULT, EA_P2_HKDF, "HKDF" },
-    { EA_INS_CRYPTO, EA_P1_DEFAULT, EA_P2_HKDF_EXPAND_ONLY, "HKDFExpandOnly" },
-    { EA_INS_MGMT, EA_P1_DEFAULT, EA_P2_RANDOM, "GetRandom" },
-    { EA_INS_MGMT, EA_P1_DEFAULT, EA_P2_DELETE_OBJECT, "DeleteSecureObject" },
-    { EA_INS_MGMT, EA_P1_DEFAULT, EA_P2_EXIST, "CheckObjectExists" },
-    { EA_INS_WRITE, EA_P1_EC | EA_P1_KEY_PAIR, 0xFF, "WriteECKey" },
-    { EA_INS_WRITE, EA_P1_HMAC, 0xFF, "WriteSymmKey" },
-    { EA_INS_READ, 0xFF, 0xFF, "ReadObject" },
-};
-
-static const char *apdu_name(const uint8_t *h)
-{
-    uint8_t ins = h[1] & (uint8_t)~EA_INS_MASK_TRANSIENT;
-    for (size_t i = 0; i < sizeof apdu_names / sizeof apdu_names[0]; i++) {
-        const struct apdu_name *n = &apdu_names[i];
-        if (n->ins == ins && (n->p1 == 0xFF || n->p1 == h[2]) && (n->p2 == 0xFF || n->p2 == h[3]))
-            return n->name;
-    }
-    return "-";
-}
-
 /* One line per exchange: "CLA INS P1 P2 SW name" with the process id. The
  * data of either APDU is never written: it may be a key or a secret. */
 static void apdu_trace(void *ctx, int dir, const uint8_t *apdu, size_t len)
@@ -303,7 +275,7 @@ static void apdu_trace(void *ctx, int dir, const uint8_t *apdu, size_t len)
         return;
     unsigned sw = len >= 2 ? (unsigned)apdu[len - 2] << 8 | apdu[len - 1] : 0;
     int n = snprintf(line, sizeof line, "%ld %02X %02X %02X %02X %04X %s\n", (long)getpid(), hdr[0], hdr[1], hdr[2],
-                     hdr[3], sw, apdu_name(hdr));
+                     hdr[3], sw, ea_se05x_cmd_name(hdr[0], hdr[1], hdr[2], hdr[3]));
     int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0)
         return;

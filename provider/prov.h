@@ -152,8 +152,9 @@ void ea_prov_drop_object(ea_host *h, uint32_t id);
  * or 48) into out. The objects now belong to the table; the oldest entry is
  * evicted (its objects deleted) when the table is full. */
 int ea_prov_secret_put(ea_prov *p, const ea_prov_secret *s, uint8_t *out, size_t len);
-/* Whether buf has the form of a reference (live or not): such a value must
- * never be used as a secret on the host. */
+/* Whether buf is or contains a reference (live or not), e.g. inside an
+ * ECDHE-PSK premaster: such a value must never be used as a secret on the
+ * host. */
 int ea_prov_secret_is_ref(const uint8_t *buf, size_t len);
 /* Look a reference up: 1 and *s filled when buf is one of ours. */
 int ea_prov_secret_get(ea_prov *p, const uint8_t *buf, size_t len, ea_prov_secret *s);

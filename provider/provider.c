@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/core_names.h>
@@ -244,9 +245,12 @@ void ea_prov_host_done(ea_prov *p, ea_host *h)
  * (OSSL_PROVIDER_load_ex came with 3.2), so ea_provider_load_ex leaves them
  * here for the init it triggers, under a lock held across the load. */
 static pthread_mutex_t load_lock = PTHREAD_MUTEX_INITIALIZER;
-static char pending_offload[128];
-static char pending_se[EA_PROV_URI_MAX];
-static bool pending_set;
+/* Per thread: ea_provider_load_ex sets them and OSSL_PROVIDER_load runs
+ * our init on the same thread; a load in another thread (another library
+ * context, from openssl.cnf) must not see them. */
+static _Thread_local char pending_offload[128];
+static _Thread_local char pending_se[EA_PROV_URI_MAX];
+static _Thread_local bool pending_set;
 
 static bool take_pending(char *out, size_t cap, char *se, size_t se_cap)
 {
@@ -351,6 +355,13 @@ int ea_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in, co
         teardown(p);
         return 0;
     }
+    /* Transient ids: start somewhere this process alone is likely to be,
+     * so that two processes on one SE daemon do not pick the same ids
+     * (their objects are per connection on the emulator, but a real part
+     * may not isolate them). Not a secret: no RNG needed. */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    p->next_transient = ((uint32_t)getpid() * 2654435761u) ^ (uint32_t)ts.tv_nsec;
     *out = provider_functions;
     *provctx = p;
     return 1;

@@ -339,6 +339,13 @@ for v in 1.2 1.3; do
         bad "--tls $v offload: SE steps missing from the APDU log"
     fi
 done
+# prf alone keeps the extended master secret (the premaster is on the host).
+LOG=$T/offload-prf.apdu
+rm -f "$LOG"
+EDGEAUTH_SE_APDU_LOG=$LOG run "$EA" device run --se "$SEURI" --broker "$URL" --count 1 --tls 1.2 --tls-offload prf
+expect_ok "--tls 1.2 --tls-offload prf: handshake (extended master secret on the host)" 'as dev-1: TLSv1\.2' \
+    'published telemetry #1'
+assert "--tls-offload prf: the key block came from TLSPerformPRF" grep -q ' TLSPerformPRF ' "$LOG"
 run "$EA" device run --se "$SEURI" --broker "$URL" --count 1 --tls-offload random,magic
 expect_fail "--tls-offload with an unknown word is refused, naming the words" 'random,ecdhe,prf'
 # Without offload the SE signs and nothing else during the handshake.

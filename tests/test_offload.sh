@@ -36,7 +36,8 @@ show_also() { [ -s "$LOG" ] && awk '{print "       apdu: " $0}' "$LOG" | head -4
 # count NAME: APDUs named NAME in the log.
 count() { awk -v n="$1" '$7 == n' "$LOG" | wc -l; }
 # others: APDUs in the log other than ReadObject (the key's loading).
-others() { awk '$7 != "ReadObject"' "$LOG" | wc -l; }
+reads() { awk '$7 ~ /^Read(Object|Type|Size)$/' "$LOG" | wc -l; }
+others() { awk '$7 !~ /^Read(Object|Type|Size)$/' "$LOG" | wc -l; }
 
 for f in "$SE" "$EA" "$MODDIR/edgeauth.so"; do
     [ -e "$f" ] || give_up "$f is missing (build first)"
@@ -138,8 +139,8 @@ for proto in 1.2 1.3; do
     # Even with the offload query, an `offload`-less provider changes nothing.
     hs "$T/off.cnf" $proto
     if handshake_ok x $proto && [ "$(count ECDSASign)" -eq 1 ] && [ "$(others)" -eq 1 ] &&
-        [ "$(count ReadObject)" -eq 3 ]; then
-        ok "TLS $proto offload off: exactly 1 ECDSASign per handshake (+3 ReadObject loading the key)"
+        [ "$(reads)" -eq 3 ]; then
+        ok "TLS $proto offload off: exactly 1 ECDSASign per handshake (+3 reads loading the key)"
     else
         bad "TLS $proto offload off: exactly 1 ECDSASign per handshake"
     fi
@@ -211,6 +212,25 @@ if [ $RC -ne 0 ] && [ $RC -ne 124 ] && sane && grep -q 'extended master secret' 
 else
     bad "TLS 1.2 ecdhe,prf with the extended master secret fails, saying why"
 fi
+# ECDH with a persistent SE key (not libssl's ephemeral one) returns the real
+# shared secret even under ecdhe,prf: the same bytes the peer computes.
+run "$EA" se keygen --id 0xF0000200 --curve P-256 --policy ka,read
+run "$OPENSSL" genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$T/peer.key" &&
+    run "$OPENSSL" pkey -in "$T/peer.key" -pubout -out "$T/peer.pub" &&
+    run "$EA" se pubkey --id 0xF0000200 --pem --out "$T/se200.pub"
+run env OPENSSL_CONF="$T/ems.cnf" "$OPENSSL" pkeyutl -derive -inkey se05x:0xF0000200 -peerkey "$T/peer.pub" \
+    -out "$T/z-se"
+run "$OPENSSL" pkeyutl -derive -inkey "$T/peer.key" -peerkey "$T/se200.pub" -out "$T/z-peer"
+if [ -s "$T/z-se" ] && cmp -s "$T/z-se" "$T/z-peer" && ! grep -q EASEREF "$T/z-se"; then
+    ok "ECDH with a persistent SE key under ecdhe,prf: the real shared secret (= the peer's)"
+else
+    bad "ECDH with a persistent SE key under ecdhe,prf"
+fi
+# libssl's ephemeral keys cannot be saved as a key reference.
+run env OPENSSL_CONF="$T/ecdhe.cnf" "$OPENSSL" genpkey -propquery '?provider=edgeauth' -algorithm EC \
+    -pkeyopt group:P-256 -out "$T/eph.pem"
+expect_fail "offload=ecdhe: genpkey without se05x-id writes no reference to a transient key" 'ephemeral|se05x-id'
+
 cnf "$T/badword.cnf" ecdhe,turbo
 # OpenSSL's config loader keeps a provider's init error to itself: the
 # provider must at least not run with a set it did not understand.

@@ -223,4 +223,9 @@
 #define EA_APPLET_AID_LEN 16u
 extern const uint8_t ea_applet_aid[EA_APPLET_AID_LEN];
 
+/* The command's name (AN12413: "ECDSASign", "TLSPerformPRF", ...; "SELECT",
+ * "INITIALIZE-UPDATE", "EXTERNAL-AUTHENTICATE"; "unknown"), from its header
+ * alone, for logs that must not carry data. */
+const char *ea_se05x_cmd_name(uint8_t cla, uint8_t ins, uint8_t p1, uint8_t p2);
+
 #endif
