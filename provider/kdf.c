@@ -482,6 +482,10 @@ static int tls13_extract(kdf_ctx *c, ea_host *h, const char *uri, uint8_t digest
         if (prev_held && prev.stage == 0)
             ea_prov_secret_drop(p, c->salt, c->salt_len);
         s.stage = prev_held ? (uint8_t)(prev.stage + 1) : 1;
+        if (prev_held && prev.stage == 1 && c->salt_len <= sizeof s.parent_ref) {
+            memcpy(s.parent_ref, c->salt, c->salt_len);
+            s.parent_len = c->salt_len;
+        }
     }
     /* The IKM: the premaster held in the SE, or the value given (zeros when
      * absent, as the default TLS13-KDF does). */
@@ -585,6 +589,22 @@ static int tls13_derive(void *vctx, unsigned char *out, size_t n, const OSSL_PAR
     else
         ok = tls13_extract(c, h, se, digest, dlen, out, n);
     ea_prov_host_done(p, h);
+    /* The master secret gives four secrets (RFC 8446 7.1), the last of them
+     * after the client's handshake traffic secret was taken from the
+     * handshake secret. Once all four are out, both are done: their SE
+     * objects go now rather than by eviction. */
+    static const char *const from_master[] = { "c ap traffic", "s ap traffic", "exp master", "res master" };
+    if (ok && in_se && held.stage == 2) {
+        unsigned bit = 0;
+        for (unsigned i = 0; i < 4; i++)
+            if (c->label_len == strlen(from_master[i]) && !memcmp(c->label, from_master[i], c->label_len))
+                bit = 1u << i;
+        if (bit && ea_prov_secret_mark(p, c->key, c->key_len, bit) == 0xFu) {
+            if (held.parent_len)
+                ea_prov_secret_drop(p, held.parent_ref, held.parent_len);
+            ea_prov_secret_drop(p, c->key, c->key_len);
+        }
+    }
     OPENSSL_cleanse(&held, sizeof held);
     OPENSSL_cleanse(&t, sizeof t);
     return ok;

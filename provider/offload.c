@@ -192,6 +192,20 @@ static int secret_lookup(ea_prov *p, const uint8_t *buf, size_t len, ea_prov_sec
     return ok;
 }
 
+unsigned ea_prov_secret_mark(ea_prov *p, const uint8_t *buf, size_t len, unsigned bit)
+{
+    size_t slot;
+    uint32_t gen;
+    unsigned used = 0;
+    if (!parse_ref(buf, len, &slot, &gen))
+        return 0;
+    pthread_mutex_lock(&p->lock);
+    if (p->secrets[slot].gen == gen && p->secrets[slot].len == len)
+        used = p->secrets[slot].used |= bit;
+    pthread_mutex_unlock(&p->lock);
+    return used;
+}
+
 int ea_prov_secret_get(ea_prov *p, const uint8_t *buf, size_t len, ea_prov_secret *s)
 {
     return secret_lookup(p, buf, len, s, false);

@@ -66,6 +66,11 @@ typedef struct ea_prov_secret {
     uint8_t digest;       /* EA_DIGEST_SHA256/384 of the extract */
     uint8_t stage;        /* extracts: 0 early, 1 handshake, 2 master secret */
     size_t len;           /* length of the reference handed out */
+    /* The master secret's parent (the handshake secret's reference): both
+     * leave the table once the master secret has given its four secrets. */
+    uint8_t parent_ref[64]; /* a reference is as long as its secret: 32 or 48 */
+    size_t parent_len;
+    unsigned used; /* expansions done from this secret (bits, see kdf.c) */
 } ea_prov_secret;
 
 typedef struct ea_prov {
@@ -156,6 +161,9 @@ int ea_prov_secret_put(ea_prov *p, const ea_prov_secret *s, uint8_t *out, size_t
  * ECDHE-PSK premaster: such a value must never be used as a secret on the
  * host. */
 int ea_prov_secret_is_ref(const uint8_t *buf, size_t len);
+/* Record that expansion bit was taken from a live secret; the bits so far
+ * (0 when the reference is not live). */
+unsigned ea_prov_secret_mark(ea_prov *p, const uint8_t *buf, size_t len, unsigned bit);
 /* Look a reference up: 1 and *s filled when buf is one of ours. */
 int ea_prov_secret_get(ea_prov *p, const uint8_t *buf, size_t len, ea_prov_secret *s);
 /* The same, and the entry leaves the table: its objects are now the

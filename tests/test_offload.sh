@@ -36,6 +36,9 @@ show_also() { [ -s "$LOG" ] && awk '{print "       apdu: " $0}' "$LOG" | head -4
 # count NAME: APDUs named NAME in the log.
 count() { awk -v n="$1" '$7 == n' "$LOG" | wc -l; }
 # others: APDUs in the log other than ReadObject (the key's loading).
+# Transient objects made (WRITE with the transient bit, INS 81) and deleted.
+made() { awk '$3 == "81"' "$LOG" | wc -l; }
+balanced() { [ "$(made)" -ge 1 ] && [ "$(made)" -eq "$(count DeleteSecureObject)" ]; }
 reads() { awk '$7 ~ /^Read(Object|Type|Size)$/' "$LOG" | wc -l; }
 others() { awk '$7 !~ /^Read(Object|Type|Size)$/' "$LOG" | wc -l; }
 
@@ -176,14 +179,14 @@ done
 cnf "$T/prf-noems.cnf" prf noems
 hs "$T/prf-noems.cnf" 1.2
 if handshake_ok x 1.2 && [ "$(count TLSPerformPRF)" -eq 2 ] && [ "$(count ECDHGenerateSharedSecret)" -eq 0 ] &&
-    [ "$(count ECDSASign)" -eq 1 ]; then
-    ok "TLS 1.2 offload=prf: master secret and key block by TLSPerformPRF"
+    [ "$(count ECDSASign)" -eq 1 ] && balanced; then
+    ok "TLS 1.2 offload=prf: master secret and key block by TLSPerformPRF; every transient object deleted"
 else
     bad "TLS 1.2 offload=prf"
 fi
 hs "$T/prf.cnf" 1.3
-if handshake_ok x 1.3 && [ "$(count HKDF)" -ge 4 ] && [ "$(count ECDHGenerateSharedSecret)" -eq 0 ]; then
-    ok "TLS 1.3 offload=prf: key schedule on the SE's HKDF ($(count HKDF) HKDF)"
+if handshake_ok x 1.3 && [ "$(count HKDF)" -ge 4 ] && [ "$(count ECDHGenerateSharedSecret)" -eq 0 ] && balanced; then
+    ok "TLS 1.3 offload=prf: key schedule on the SE's HKDF ($(count HKDF) HKDF); every transient object deleted ($(made))"
 else
     bad "TLS 1.3 offload=prf"
 fi
@@ -195,8 +198,8 @@ for proto in 1.2 1.3; do
     kdf=TLSPerformPRF
     [ $proto = 1.3 ] && kdf=HKDF
     if handshake_ok x $proto && [ "$(count TLSGenerateRandom)" -ge 1 ] && [ "$(count ECDHGenerateSharedSecret)" -eq 1 ] &&
-        [ "$(count $kdf)" -ge 2 ] && [ "$(count ECDSASign)" -eq 1 ]; then
-        ok "TLS $proto offload=random,ecdhe,prf: $(wc -l <"$LOG") APDUs ($(count $kdf) $kdf)"
+        [ "$(count $kdf)" -ge 2 ] && [ "$(count ECDSASign)" -eq 1 ] && balanced; then
+        ok "TLS $proto offload=random,ecdhe,prf: $(wc -l <"$LOG") APDUs ($(count $kdf) $kdf), all $(made) transient objects deleted"
     else
         bad "TLS $proto offload=random,ecdhe,prf"
     fi
