@@ -128,10 +128,16 @@ static int kdf_set_ctx_params(void *vctx, const OSSL_PARAM params[])
         if (p->data_type == OSSL_PARAM_UTF8_STRING) {
             if (!OSSL_PARAM_get_utf8_string_ptr(p, &s))
                 return 0;
-            c->mode = !strcmp(s, "EXTRACT_ONLY") ? EVP_KDF_HKDF_MODE_EXTRACT_ONLY
-                    : !strcmp(s, "EXPAND_ONLY")  ? EVP_KDF_HKDF_MODE_EXPAND_ONLY
-                                                 : EVP_KDF_HKDF_MODE_EXTRACT_AND_EXPAND;
-        } else if (!OSSL_PARAM_get_int(p, &c->mode)) {
+            if (!strcmp(s, "EXTRACT_ONLY"))
+                c->mode = EVP_KDF_HKDF_MODE_EXTRACT_ONLY;
+            else if (!strcmp(s, "EXPAND_ONLY"))
+                c->mode = EVP_KDF_HKDF_MODE_EXPAND_ONLY;
+            else if (!strcmp(s, "EXTRACT_AND_EXPAND"))
+                c->mode = EVP_KDF_HKDF_MODE_EXTRACT_AND_EXPAND;
+            else
+                return 0; /* as OpenSSL's HKDF: an unknown mode is an error */
+        } else if (!OSSL_PARAM_get_int(p, &c->mode) || c->mode < EVP_KDF_HKDF_MODE_EXTRACT_AND_EXPAND ||
+                   c->mode > EVP_KDF_HKDF_MODE_EXPAND_ONLY) {
             return 0;
         }
     }
@@ -201,12 +207,19 @@ static const OSSL_PARAM *tls13_settable_ctx_params(void *vctx, void *provctx)
     return p;
 }
 
+static uint8_t se_digest(const char *md, size_t *len);
+
 static int kdf_get_ctx_params(void *vctx, OSSL_PARAM params[])
 {
+    kdf_ctx *c = vctx;
     OSSL_PARAM *p;
-    (void)vctx;
-    if ((p = OSSL_PARAM_locate(params, OSSL_KDF_PARAM_SIZE)))
+    if ((p = OSSL_PARAM_locate(params, OSSL_KDF_PARAM_SIZE))) {
+        /* As OpenSSL's: an extract gives exactly the hash's length. */
+        size_t dlen = 0;
+        if (c->mode == EVP_KDF_HKDF_MODE_EXTRACT_ONLY && se_digest(c->md, &dlen))
+            return OSSL_PARAM_set_size_t(p, dlen);
         return OSSL_PARAM_set_size_t(p, SIZE_MAX);
+    }
     return 1;
 }
 
