@@ -86,6 +86,109 @@ out:
     return rc;
 }
 
+/* ---- keyed contexts --------------------------------------------------------------- */
+
+struct ea_scp03_accel {
+    EVP_MAC_CTX *mac, *rmac;             /* CMAC under S-MAC, S-RMAC */
+    EVP_CIPHER_CTX *ecb, *cbc_enc, *cbc_dec; /* AES-128 under S-ENC */
+};
+
+static void accel_free(ea_scp03_accel *a)
+{
+    if (!a)
+        return;
+    EVP_MAC_CTX_free(a->mac); /* OpenSSL cleanses the key schedules */
+    EVP_MAC_CTX_free(a->rmac);
+    EVP_CIPHER_CTX_free(a->ecb);
+    EVP_CIPHER_CTX_free(a->cbc_enc);
+    EVP_CIPHER_CTX_free(a->cbc_dec);
+    OPENSSL_free(a);
+}
+
+static EVP_MAC_CTX *keyed_cmac(OSSL_LIB_CTX *libctx, const uint8_t key[16])
+{
+    EVP_MAC *mac = EVP_MAC_fetch(libctx, "CMAC", NULL);
+    EVP_MAC_CTX *ctx = mac ? EVP_MAC_CTX_new(mac) : NULL;
+    char cipher[] = "AES-128-CBC";
+    OSSL_PARAM params[] = { OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_CIPHER, cipher, 0),
+                            OSSL_PARAM_construct_end() };
+    EVP_MAC_free(mac);
+    if (ctx && !EVP_MAC_init(ctx, key, EA_SCP03_KEY_LEN, params)) {
+        EVP_MAC_CTX_free(ctx);
+        ctx = NULL;
+    }
+    return ctx;
+}
+
+static EVP_CIPHER_CTX *keyed_aes(OSSL_LIB_CTX *libctx, const char *name, int enc, const uint8_t key[16])
+{
+    EVP_CIPHER *ciph = EVP_CIPHER_fetch(libctx, name, NULL);
+    EVP_CIPHER_CTX *ctx = ciph ? EVP_CIPHER_CTX_new() : NULL;
+    static const uint8_t zero_iv[16];
+    if (ctx && (!EVP_CipherInit_ex2(ctx, ciph, key, strstr(name, "CBC") ? zero_iv : NULL, enc, NULL) ||
+                !EVP_CIPHER_CTX_set_padding(ctx, 0))) {
+        EVP_CIPHER_CTX_free(ctx);
+        ctx = NULL;
+    }
+    EVP_CIPHER_free(ciph);
+    return ctx;
+}
+
+ea_err ea_scp03_accelerate(ea_scp03_session *s)
+{
+    if (s == NULL)
+        return EA_ERR_ARG;
+    ea_scp03_accel *a = OPENSSL_zalloc(sizeof *a);
+    if (a == NULL)
+        return EA_ERR_NO_MEMORY;
+    a->mac = keyed_cmac(s->libctx, s->s_mac);
+    a->rmac = keyed_cmac(s->libctx, s->s_rmac);
+    a->ecb = keyed_aes(s->libctx, "AES-128-ECB", 1, s->s_enc);
+    a->cbc_enc = keyed_aes(s->libctx, "AES-128-CBC", 1, s->s_enc);
+    a->cbc_dec = keyed_aes(s->libctx, "AES-128-CBC", 0, s->s_enc);
+    if (!a->mac || !a->rmac || !a->ecb || !a->cbc_enc || !a->cbc_dec) {
+        accel_free(a);
+        return EA_ERR_CRYPTO;
+    }
+    accel_free(s->accel);
+    s->accel = a;
+    return EA_OK;
+}
+
+/* CMAC under S-MAC (rmac false) or S-RMAC of (a || b || c). */
+static ea_err s_cmac(const ea_scp03_session *s, bool rmac, const uint8_t *a, size_t an, const uint8_t *b,
+                     size_t bn, const uint8_t *c, size_t cn, uint8_t out[16])
+{
+    EVP_MAC_CTX *ctx = s->accel ? (rmac ? s->accel->rmac : s->accel->mac) : NULL;
+    size_t outl = 0;
+    if (ctx == NULL)
+        return cmac3(s->libctx, rmac ? s->s_rmac : s->s_mac, a, an, b, bn, c, cn, out);
+    /* Re-initialising with no key starts a new MAC under the same key. */
+    if (!EVP_MAC_init(ctx, NULL, 0, NULL) || (an && !EVP_MAC_update(ctx, a, an)) ||
+        (bn && !EVP_MAC_update(ctx, b, bn)) || (cn && !EVP_MAC_update(ctx, c, cn)) ||
+        !EVP_MAC_final(ctx, out, &outl, EA_SCP03_BLOCK) || outl != EA_SCP03_BLOCK)
+        return EA_ERR_CRYPTO;
+    return EA_OK;
+}
+
+/* AES-128 under S-ENC: ECB (iv NULL) or CBC encrypt/decrypt, no padding. */
+static ea_err s_aes(const ea_scp03_session *s, bool cbc, int enc, const uint8_t *iv, const uint8_t *in,
+                    uint8_t *out, size_t n)
+{
+    EVP_CIPHER_CTX *ctx = !s->accel ? NULL : !cbc ? s->accel->ecb : enc ? s->accel->cbc_enc : s->accel->cbc_dec;
+    int l1 = 0, l2 = 0;
+    if (ctx == NULL)
+        return aes(s->libctx, cbc ? "AES-128-CBC" : "AES-128-ECB", enc, s->s_enc, iv, in, out, n);
+    if (n % EA_SCP03_BLOCK != 0 || n > INT_MAX)
+        return EA_ERR_ARG;
+    /* A new IV, the same key schedule. */
+    if (!EVP_CipherInit_ex2(ctx, NULL, NULL, iv, enc, NULL) || !EVP_CIPHER_CTX_set_padding(ctx, 0) ||
+        (n && !EVP_CipherUpdate(ctx, out, &l1, in, (int)n)) || !EVP_CipherFinal_ex(ctx, out + l1, &l2) ||
+        (size_t)(l1 + l2) != n)
+        return EA_ERR_CRYPTO;
+    return EA_OK;
+}
+
 /* SP 800-108 counter mode, PRF = AES-CMAC, one iteration (§7.3 item 2). */
 static ea_err kdf(OSSL_LIB_CTX *libctx, const uint8_t key[16], uint8_t constant, uint16_t l_bits,
                   const uint8_t ctx16[16], uint8_t *out, size_t out_n)
@@ -364,7 +467,7 @@ ea_err ea_scp03_ext_auth_cmd(ea_scp03_session *s, uint8_t *out, size_t *out_len)
     }
     memcpy(out, ext_auth_hdr, 5);
     memcpy(out + 5, s->host_cryptogram, 8);
-    rc = cmac3(s->libctx, s->s_mac, zero_mcv, 16, out, 13, NULL, 0, mac);
+    rc = s_cmac(s, false, zero_mcv, 16, out, 13, NULL, 0, mac);
     if (rc == EA_OK) {
         memcpy(out + 13, mac, EA_SCP03_MAC_LEN);
         *out_len = EA_SCP03_EXT_AUTH_LEN;
@@ -392,7 +495,7 @@ ea_err ea_scp03_ext_auth_verify(ea_scp03_session *s, const uint8_t *apdu, size_t
     /* The shape is public; only the cryptogram and MAC need constant time. */
     if (len != EA_SCP03_EXT_AUTH_LEN || memcmp(apdu, ext_auth_hdr, 5) != 0)
         return EA_ERR_MALFORMED;
-    if ((rc = cmac3(s->libctx, s->s_mac, zero_mcv, 16, apdu, 13, NULL, 0, mac)) != EA_OK)
+    if ((rc = s_cmac(s, false, zero_mcv, 16, apdu, 13, NULL, 0, mac)) != EA_OK)
         goto out;
     diff = CRYPTO_memcmp(apdu + 5, s->host_cryptogram, 8);
     diff |= CRYPTO_memcmp(apdu + 13, mac, EA_SCP03_MAC_LEN);
@@ -418,7 +521,7 @@ ea_err ea_scp03_icv(const ea_scp03_session *s, const uint8_t counter[16], bool r
     memcpy(blk, counter, 16);
     if (response)
         blk[0] = 0x80;
-    rc = aes(s->libctx, "AES-128-ECB", 1, s->s_enc, NULL, blk, icv, 16);
+    rc = s_aes(s, false, 1, NULL, blk, icv, 16);
     ea_cleanse(blk, sizeof blk);
     return rc;
 }
@@ -465,12 +568,12 @@ ea_err ea_scp03_wrap_command(ea_scp03_session *s, const uint8_t *apdu, size_t le
         memmove(out + pos, v.data, v.lc);
         pad(out + pos, v.lc);
         if ((rc = ea_scp03_icv(s, s->counter, false, icv)) != EA_OK ||
-            (rc = aes(s->libctx, "AES-128-CBC", 1, s->s_enc, icv, out + pos, out + pos, padded)) !=
+            (rc = s_aes(s, true, 1, icv, out + pos, out + pos, padded)) !=
                 EA_OK)
             goto fail;
         pos += padded;
     }
-    if ((rc = cmac3(s->libctx, s->s_mac, s->mcv, 16, out, pos, NULL, 0, mac)) != EA_OK)
+    if ((rc = s_cmac(s, false, s->mcv, 16, out, pos, NULL, 0, mac)) != EA_OK)
         goto fail;
     memcpy(out + pos, mac, EA_SCP03_MAC_LEN);
     pos += EA_SCP03_MAC_LEN;
@@ -519,7 +622,7 @@ ea_err ea_scp03_unwrap_command(ea_scp03_session *s, const uint8_t *apdu, size_t 
     enc_len = v.lc - EA_SCP03_MAC_LEN;
 
     /* MAC first, in constant time; nothing is decrypted before it matches. */
-    if ((rc = cmac3(s->libctx, s->s_mac, s->mcv, 16, apdu, v.data_off + enc_len, NULL, 0, mac)) !=
+    if ((rc = s_cmac(s, false, s->mcv, 16, apdu, v.data_off + enc_len, NULL, 0, mac)) !=
         EA_OK)
         goto out;
     if (CRYPTO_memcmp(mac, v.data + enc_len, EA_SCP03_MAC_LEN) != 0) {
@@ -534,7 +637,7 @@ ea_err ea_scp03_unwrap_command(ea_scp03_session *s, const uint8_t *apdu, size_t 
     }
     if (enc_len) {
         if ((rc = ea_scp03_icv(s, s->counter, false, icv)) != EA_OK ||
-            (rc = aes(s->libctx, "AES-128-CBC", 0, s->s_enc, icv, v.data, out + scratch, enc_len)) !=
+            (rc = s_aes(s, true, 0, icv, v.data, out + scratch, enc_len)) !=
                 EA_OK)
             goto fail;
         if (!unpad(out + scratch, enc_len, &plain_len)) {
@@ -613,10 +716,10 @@ ea_err ea_scp03_wrap_response(ea_scp03_session *s, const uint8_t *rsp, size_t le
         memmove(out, rsp, dlen);
         pad(out, dlen);
         if ((rc = ea_scp03_icv(s, s->rsp_counter, true, icv)) != EA_OK ||
-            (rc = aes(s->libctx, "AES-128-CBC", 1, s->s_enc, icv, out, out, padded)) != EA_OK)
+            (rc = s_aes(s, true, 1, icv, out, out, padded)) != EA_OK)
             goto fail;
     }
-    if ((rc = cmac3(s->libctx, s->s_rmac, s->mcv, 16, out, padded, sw_ok, 2, mac)) != EA_OK)
+    if ((rc = s_cmac(s, true, s->mcv, 16, out, padded, sw_ok, 2, mac)) != EA_OK)
         goto fail;
     memcpy(out + padded, mac, EA_SCP03_MAC_LEN);
     memcpy(out + padded + EA_SCP03_MAC_LEN, sw_ok, 2);
@@ -665,7 +768,7 @@ ea_err ea_scp03_unwrap_response(ea_scp03_session *s, const uint8_t *rsp, size_t 
         return EA_ERR_AUTH;
     }
     enc_len = len - 2 - EA_SCP03_MAC_LEN;
-    if ((rc = cmac3(s->libctx, s->s_rmac, s->mcv, 16, rsp, enc_len, sw_ok, 2, mac)) != EA_OK)
+    if ((rc = s_cmac(s, true, s->mcv, 16, rsp, enc_len, sw_ok, 2, mac)) != EA_OK)
         goto out;
     if (CRYPTO_memcmp(mac, rsp + enc_len, EA_SCP03_MAC_LEN) != 0) {
         rc = EA_ERR_AUTH;
@@ -678,7 +781,7 @@ ea_err ea_scp03_unwrap_response(ea_scp03_session *s, const uint8_t *rsp, size_t 
     }
     if (enc_len) {
         if ((rc = ea_scp03_icv(s, s->rsp_counter, true, icv)) != EA_OK ||
-            (rc = aes(s->libctx, "AES-128-CBC", 0, s->s_enc, icv, rsp, out, enc_len)) != EA_OK)
+            (rc = s_aes(s, true, 0, icv, rsp, out, enc_len)) != EA_OK)
             goto fail;
         if (!unpad(out, enc_len, &plain_len)) {
             rc = EA_ERR_AUTH;
@@ -704,6 +807,8 @@ out:
 
 void ea_scp03_wipe(ea_scp03_session *s)
 {
-    if (s != NULL)
-        ea_cleanse(s, sizeof *s);
+    if (s == NULL)
+        return;
+    accel_free(s->accel);
+    ea_cleanse(s, sizeof *s);
 }

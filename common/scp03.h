@@ -42,8 +42,11 @@
  * command; below it only after commands with data (§7.5). */
 #define EA_SCP03_ALWAYS_INC_VERSION 0x04030000u
 
+typedef struct ea_scp03_accel ea_scp03_accel;
+
 typedef struct ea_scp03_session {
     OSSL_LIB_CTX *libctx; /* not owned; may be NULL */
+    ea_scp03_accel *accel; /* owned: keyed OpenSSL contexts (ea_scp03_accelerate) */
     uint8_t s_enc[EA_SCP03_KEY_LEN];
     uint8_t s_mac[EA_SCP03_KEY_LEN];
     uint8_t s_rmac[EA_SCP03_KEY_LEN];
@@ -84,6 +87,14 @@ ea_err ea_scp03_parse_init_update_rsp(const uint8_t *rsp, size_t len, ea_scp03_i
 ea_err ea_scp03_derive(OSSL_LIB_CTX *libctx, const uint8_t enc[16], const uint8_t mac[16],
                        const uint8_t host_challenge[8], const uint8_t card_challenge[8],
                        uint32_t applet_version, ea_scp03_session *out);
+
+/* Key the session's CMAC and AES contexts once, instead of per operation:
+ * every later wrap/unwrap reuses them (about 3x less work per command).
+ * Optional: without it every operation builds its own. A session with
+ * contexts owns them (ea_scp03_wipe frees them) and must not be copied by
+ * value. EA_ERR_CRYPTO if OpenSSL cannot make them (the session still works
+ * without). */
+ea_err ea_scp03_accelerate(ea_scp03_session *s);
 
 /* Constant-time checks of a received cryptogram: EA_OK or EA_ERR_AUTH. */
 ea_err ea_scp03_check_card_cryptogram(const ea_scp03_session *s, const uint8_t cryptogram[8]);
@@ -139,7 +150,8 @@ ea_err ea_scp03_wrap_response(ea_scp03_session *s, const uint8_t *rsp, size_t le
 ea_err ea_scp03_unwrap_response(ea_scp03_session *s, const uint8_t *rsp, size_t len, uint8_t *out,
                                 size_t *out_len);
 
-/* Wipe keys, cryptograms, MCV and counters. NULL is a no-op. */
+/* Wipe keys, cryptograms, MCV and counters, and free the session's keyed
+ * contexts. NULL is a no-op. */
 void ea_scp03_wipe(ea_scp03_session *s);
 
 /* ---- static keys ------------------------------------------------------- */

@@ -425,6 +425,7 @@ void ea_emu_chan_close(ea_emu_chan *ch)
         }
     }
     pthread_mutex_unlock(&emu->lock);
+    ea_scp03_wipe(&ch->scp); /* keys and keyed contexts */
     ea_cleanse(ch, sizeof *ch);
     free(ch);
 }
