@@ -230,14 +230,20 @@ static void test_ext_auth(void **state)
     ea_scp03_wipe(&card);
 }
 
-static void test_vector_session(void **state)
+/* The vector through both code paths: contexts made per operation, and the
+ * keyed contexts of ea_scp03_accelerate. */
+static void vector_session(bool accel)
 {
-    (void)state;
     ea_scp03_session host, card;
     uint8_t out[256];
     size_t n;
 
     pair(&host, &card, V72);
+    if (accel) {
+        assert_int_equal(ea_scp03_accelerate(&host), EA_OK);
+        assert_int_equal(ea_scp03_accelerate(&card), EA_OK);
+        assert_non_null(host.accel);
+    }
     /* 1st command, counter 1 */
     n = xform_hex(ea_scp03_wrap_command, &host, CMD1_PLAIN, out, sizeof out);
     expect_hex(out, n, CMD1_WRAP);
@@ -270,6 +276,18 @@ static void test_vector_session(void **state)
     assert_int_equal(ea_scp03_wrap_response(&card, sw, 2, out, &n), EA_ERR_CONDITIONS);
     ea_scp03_wipe(&host);
     ea_scp03_wipe(&card);
+}
+
+static void test_vector_session(void **state)
+{
+    (void)state;
+    vector_session(false);
+}
+
+static void test_vector_session_accelerated(void **state)
+{
+    (void)state;
+    vector_session(true);
 }
 
 static void test_extended_form(void **state)
@@ -746,6 +764,7 @@ int main(void)
         cmocka_unit_test(test_init_update),
         cmocka_unit_test(test_ext_auth),
         cmocka_unit_test(test_vector_session),
+        cmocka_unit_test(test_vector_session_accelerated),
         cmocka_unit_test(test_extended_form),
         cmocka_unit_test(test_bit_flips),
         cmocka_unit_test(test_truncation),
