@@ -20,6 +20,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -135,6 +136,7 @@ typedef struct listener {
 
 struct ea_serve {
     ea_emu *emu;
+    bool answered; /* the last round served a JRCP_v1 client: spin before sleeping */
     volatile sig_atomic_t *stop;
     int verbose;
     unsigned stall_ms;
@@ -1070,6 +1072,23 @@ static bool drain_wake(ea_serve *s)
     return any;
 }
 
+#define SPIN_NS 40000L
+
+static int spin_poll(struct pollfd *pfd, nfds_t n)
+{
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        int r = poll(pfd, n, 0);
+        if (r != 0)
+            return r;
+        sched_yield();
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        if ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) > SPIN_NS)
+            return 0;
+    }
+}
+
 ea_err ea_serve_run(ea_serve *s)
 {
     if (s == NULL)
@@ -1083,7 +1102,13 @@ ea_err ea_serve_run(ea_serve *s)
 
         if (s->stop != NULL && *s->stop)
             return EA_OK;
-        r = poll(s->pfd, (nfds_t)n, poll_timeout(s, now));
+        /* Right after an answer the client's next command usually follows
+         * within microseconds: look for it briefly before sleeping, which
+         * saves a scheduler round trip per APDU (bounded CPU cost). */
+        r = s->answered ? spin_poll(s->pfd, (nfds_t)n) : 0;
+        s->answered = false;
+        if (r == 0)
+            r = poll(s->pfd, (nfds_t)n, poll_timeout(s, now));
         if (r < 0) {
             if (errno == EINTR)
                 continue; /* a signal: *stop or the self-pipe tells if it was ours */
@@ -1094,8 +1119,13 @@ ea_err ea_serve_run(ea_serve *s)
             return EA_OK;
         for (size_t i = 0; i < n_polled_cl; i++) {
             short re = s->pfd[1 + s->n_lis + i].revents;
-            if (re != 0)
+            if (re != 0) {
+                /* T=1 clients exchange many small frames with the card
+                 * side stepping in between: no spinning for them. */
+                if (s->pcl[i]->card == NULL)
+                    s->answered = true;
                 client_io(s->pcl[i], re);
+            }
         }
         for (size_t i = 0; i < s->n_lis; i++) {
             if ((s->pfd[1 + i].revents & POLLIN) != 0)

@@ -33,14 +33,14 @@ static ea_err msg(jrcp *j, uint8_t type, const uint8_t *p, size_t n, uint8_t *ou
         memcpy(m + 4, p, n);
     rc = ea_sock_write_all(j->fd, m, 4 + n, deadline);
     ea_cleanse(m, 4 + n);
-    if (rc != EA_OK || (rc = ea_sock_read_exact(j->fd, h, 4, deadline)) != EA_OK)
+    if (rc != EA_OK || (rc = ea_sock_read_exact_spin(j->fd, h, 4, deadline)) != EA_OK)
         return rc;
     size_t len = ((size_t)h[2] << 8) | h[3];
     if (h[0] != type || h[1] != 0 || len > *out_n) {
         /* Drain what we can so the error is clean, then give up the link. */
         return EA_ERR_MALFORMED;
     }
-    if ((rc = ea_sock_read_exact(j->fd, out, len, deadline)) != EA_OK)
+    if ((rc = ea_sock_read_exact_spin(j->fd, out, len, deadline)) != EA_OK)
         return rc;
     *out_n = len;
     return EA_OK;

@@ -47,6 +47,11 @@ int ea_sock_connect_unix(const char *path, int timeout_ms, char *err, size_t err
 /* Write all / read exactly n bytes before the deadline (CLOCK_MONOTONIC ms). */
 ea_err ea_sock_write_all(int fd, const void *p, size_t n, long long deadline_ms);
 ea_err ea_sock_read_exact(int fd, void *p, size_t n, long long deadline_ms);
+/* The same, but look for the data for up to 40 us before sleeping in
+ * poll(): for request/answer links (JRCP_v1) where the answer follows
+ * within microseconds and a sleep/wake-up pair would double the latency.
+ * Not for T=1, whose card side runs in small steps on the same CPUs. */
+ea_err ea_sock_read_exact_spin(int fd, void *p, size_t n, long long deadline_ms);
 long long ea_now_ms(void);
 
 #endif
