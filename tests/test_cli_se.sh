@@ -370,4 +370,30 @@ else
     bad "edgeauth-se init --state $C"
 fi
 
+
+# ---- Platform SCP03 from the command line ------------------------------------------------
+P=$T/scp-chip
+run "$SE" init --state "$P" --scp03-keys default:SE050C1
+check "edgeauth-se init --scp03-keys default:SE050C1 says the keys are the published ones" \
+    'platform SCP03 +key version 0B, PUBLISHED default keys'
+ea --se "emu:$P?scp03=default:SE050C1" se info
+check "se info through SCP03 with NXP's SE050C1 keys" 'channel +Platform SCP03 \(C-MAC, C-DEC, R-MAC, R-ENC\)'
+ea --se "emu:$P?scp03=default:SE050E" se info
+check_fail "the wrong variant's keys fail at the handshake, saying why" 1 'card cryptogram does not match'
+ea --se "emu:$P" se scp03 require
+check_fail "se scp03 require without ?scp03= is refused before anything is sent" 1 'must travel through Platform SCP03'
+ea --se "emu:$P?scp03=default:SE050C1" se scp03 require
+check "se scp03 require through SCP03" 'refuses every command outside Platform SCP03'
+ea --se "emu:$P" se list
+check_fail "then a plain command is refused, with a hint" 1 'SW 6982.*|may require Platform SCP03'
+ea --se "emu:$P?scp03=default:SE050C1" se scp03 release
+check "se scp03 release" 'accepts plain commands again'
+ea --se "emu:$P" se info
+check "plain commands work again" 'channel +plain'
+run "$SE" init --state "$T/scp-bad" --scp03-keys default:SE999
+check_fail "an unknown variant is refused before a chip is made" 1 'unknown SE05x variant "SE999"'
+assert "no chip directory left behind" test ! -e "$T/scp-bad/objects"
+run "$SE" serve --state "$P" --timing se051
+check_fail "serve --timing with an unknown model is a usage error" 2 'se050 or none'
+
 finish
