@@ -11,6 +11,14 @@
 /* Write a one-line reason into err (capacity n); NULL or n == 0: no-op. */
 __attribute__((format(printf, 3, 4))) void ea_seterr(char *err, size_t n, const char *fmt, ...);
 
+/* poll(fds, n, 0) repeatedly, yielding the CPU in between, for at most
+ * ns nanoseconds: the first non-zero poll result, or 0 when nothing
+ * became ready. For request/answer links whose answer usually comes
+ * within microseconds, where sleeping in poll() and being woken would
+ * cost as much again. */
+struct pollfd;
+int ea_spin_poll(struct pollfd *fds, unsigned long n, long ns);
+
 /* Wipe a secret; never optimised away (OPENSSL_cleanse). */
 void ea_cleanse(void *p, size_t n);
 

@@ -1072,22 +1072,7 @@ static bool drain_wake(ea_serve *s)
     return any;
 }
 
-#define SPIN_NS 40000L
-
-static int spin_poll(struct pollfd *pfd, nfds_t n)
-{
-    struct timespec t0, t;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (;;) {
-        int r = poll(pfd, n, 0);
-        if (r != 0)
-            return r;
-        sched_yield();
-        clock_gettime(CLOCK_MONOTONIC, &t);
-        if ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) > SPIN_NS)
-            return 0;
-    }
-}
+#define SPIN_NS 40000L /* see ea_spin_poll */
 
 ea_err ea_serve_run(ea_serve *s)
 {
@@ -1105,7 +1090,7 @@ ea_err ea_serve_run(ea_serve *s)
         /* Right after an answer the client's next command usually follows
          * within microseconds: look for it briefly before sleeping, which
          * saves a scheduler round trip per APDU (bounded CPU cost). */
-        r = s->answered ? spin_poll(s->pfd, (nfds_t)n) : 0;
+        r = s->answered ? ea_spin_poll(s->pfd, n, SPIN_NS) : 0;
         s->answered = false;
         if (r == 0)
             r = poll(s->pfd, (nfds_t)n, poll_timeout(s, now));

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/util.h"
 #include "host/transport.h"
 
 long long ea_now_ms(void)
@@ -163,25 +164,9 @@ ea_err ea_sock_write_all(int fd, const void *buf, size_t n, long long deadline)
     return EA_OK;
 }
 
-/* An SE answers a local socket within tens of microseconds. Sleeping in
- * poll() and being woken costs about as much again (two scheduler round
- * trips), so first look for the answer for a short, bounded while. */
+/* An SE answers a local socket within tens of microseconds; sleeping in
+ * poll() and being woken costs about as much again. */
 #define SPIN_NS 40000L
-
-static bool spin_for_data(int fd)
-{
-    struct timespec t0, t;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (;;) {
-        struct pollfd p = { .fd = fd, .events = POLLIN };
-        if (poll(&p, 1, 0) > 0)
-            return true;
-        sched_yield();
-        clock_gettime(CLOCK_MONOTONIC, &t);
-        if ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) > SPIN_NS)
-            return false;
-    }
-}
 
 static ea_err read_exact(int fd, void *buf, size_t n, long long deadline, bool spin)
 {
@@ -195,7 +180,8 @@ static ea_err read_exact(int fd, void *buf, size_t n, long long deadline, bool s
                 continue;
             if (errno != EAGAIN && errno != EWOULDBLOCK)
                 return EA_ERR_IO;
-            if (spin && spin_for_data(fd))
+            struct pollfd pf = { .fd = fd, .events = POLLIN };
+            if (spin && ea_spin_poll(&pf, 1, SPIN_NS) > 0)
                 continue;
             int w = wait_fd(fd, POLLIN, deadline);
             if (w == 0)
