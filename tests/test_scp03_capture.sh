@@ -56,6 +56,12 @@ stop_proxy() { kill "$PROXY" 2>/dev/null; wait "$PROXY" 2>/dev/null; }
 run "$SE" init --state "$T/chip" --preprovision --scp03-keys-out "$T/scp03.keys" &&
     [ "$(stat -c %a "$T/scp03.keys")" = 600 ] && grep -q '^ENC [0-9a-fA-F]\{32\}$' "$T/scp03.keys" &&
     ok "init exports the chip's SCP03 keys once, mode 0600" || bad "init --scp03-keys-out"
+# The keys go to the file only: never to the terminal.
+leaked=0
+for k in $(awk '{print $2}' "$T/scp03.keys"); do
+    grep -qi "$k" "$T/out" "$T/err" && leaked=1
+done
+[ "$leaked" -eq 0 ] && ok "init prints none of the SCP03 keys" || bad "init printed an SCP03 key"
 "$SE" serve --state "$T/chip" --listen "unix:$T/se.sock" 2>"$T/serve.err" &
 BG+=($!)
 wait_for "$T/se.sock" || { echo "serve did not start"; exit 1; }
