@@ -5,34 +5,15 @@
  * writer commits; the busy timeout makes a writer wait for the other one.
  * The broker's timeout is short, and its only frequent write (last_seen) is
  * batched by the plugin, so a CLI transaction can delay it by milliseconds
- * at most.
- *
- * The broker also keeps the rows it read (ea_registry_get) for as long as
- * the database has not changed, so that a device reconnecting does not
- * cost a read transaction (two fcntl() locks and a statement run). "Not
- * changed" is read without a system call from SQLite's own WAL index, the
- * -shm file every connection maps: its header (sqlite.org/walformat.html,
- * section 2.2) holds a counter that every commit increments, written by
- * the committing process before its COMMIT returns. So a lookup after a
- * revocation has been committed finds the header changed and reads the
- * database: the registry is still the word on every connect, only without
- * the SQL when the answer cannot have changed. When the header cannot be
- * read as documented (another journal mode, an unknown version, a header
- * in the middle of being written) every lookup goes to SQL, and the
- * periodic data_version check (ea_registry_changed) turns the cache off
- * for good if it ever sees a commit the header did not show. */
+ * at most. */
 #include "cloud/registry.h"
 
-#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <sqlite3.h>
 
@@ -40,29 +21,11 @@
 #define BUSY_BROKER_MS 250
 #define SCHEMA_VERSION 1
 
-/* The WAL index (-shm) header: two copies of a 48-byte WalIndexHdr, then
- * the checkpoint information; iVersion 3007000, isInit at byte 12. */
-#define WALIDX_HDR 48u
-#define WALIDX_MAP (2u * WALIDX_HDR + 40u)
-#define WALIDX_VERSION 3007000u
-#define ROW_CACHE_SLOTS 1024u /* a power of two, ~0.4 MB */
-
-struct row_slot {
-    uint64_t gen; /* 0 = empty */
-    ea_registry_device d;
-};
-
 struct ea_registry {
     sqlite3 *db;
     sqlite3_stmt *get, *insert, *update, *status, *revoke, *touch, *list, *since, *count, *version;
     int64_t data_version;
     bool version_read;
-    /* broker only: rows read while the WAL index header was hdr */
-    const unsigned char *shm;     /* read-only map of the -shm header, NULL = no cache */
-    unsigned char hdr[WALIDX_HDR], poll_hdr[WALIDX_HDR];
-    uint64_t gen;                 /* the rows of slots with this gen are current */
-    bool hdr_valid, poll_hdr_valid;
-    struct row_slot *rows;
     char msg[256];
 };
 
@@ -168,9 +131,6 @@ void ea_registry_close(ea_registry *r)
 {
     if (!r)
         return;
-    if (r->shm)
-        munmap((void *)r->shm, WALIDX_MAP);
-    free(r->rows);
     for (size_t i = 0; i < sizeof stmts / sizeof stmts[0]; i++)
         sqlite3_finalize(*(sqlite3_stmt **)((char *)r + stmts[i].off));
     sqlite3_close(r->db);
@@ -181,67 +141,6 @@ static ea_err exec(ea_registry *r, const char *sql, const char *what)
 {
     int sc = sqlite3_exec(r->db, sql, NULL, NULL, NULL);
     return sc == SQLITE_OK ? EA_OK : db_fail(r, sc, what);
-}
-
-/* Map the header of the WAL index SQLite uses for this database (the
- * schema check has opened it). The file stays as long as a connection has
- * it open: ours, until ea_registry_close. */
-static void map_wal_index(ea_registry *r)
-{
-    const char *db = sqlite3_db_filename(r->db, "main");
-    char path[4096];
-    struct stat st;
-    void *m;
-    int fd;
-
-    if (!db || !*db || (size_t)snprintf(path, sizeof path, "%s-shm", db) >= sizeof path)
-        return;
-    if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0)
-        return;
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size >= (off_t)WALIDX_MAP &&
-        (r->rows = calloc(ROW_CACHE_SLOTS, sizeof *r->rows)) &&
-        (m = mmap(NULL, WALIDX_MAP, PROT_READ, MAP_SHARED, fd, 0)) != MAP_FAILED) {
-        r->shm = m;
-        r->gen = 1;
-    } else {
-        free(r->rows);
-        r->rows = NULL;
-    }
-    close(fd);
-}
-
-/* A consistent copy of the WAL index header: SQLite writes the second copy,
- * then the first, so two equal copies are one header (walIndexTryHdr). */
-static bool wal_header(const ea_registry *r, unsigned char out[WALIDX_HDR])
-{
-    uint32_t a[WALIDX_HDR / 4], b[WALIDX_HDR / 4];
-    const uint32_t *p = (const uint32_t *)(const void *)r->shm;
-
-    for (size_t i = 0; i < WALIDX_HDR / 4; i++)
-        a[i] = __atomic_load_n(p + i, __ATOMIC_RELAXED);
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    for (size_t i = 0; i < WALIDX_HDR / 4; i++)
-        b[i] = __atomic_load_n(p + WALIDX_HDR / 4 + i, __ATOMIC_RELAXED);
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    if (memcmp(a, b, sizeof a) != 0 || a[0] != WALIDX_VERSION || ((const unsigned char *)a)[12] != 1)
-        return false;
-    memcpy(out, a, WALIDX_HDR);
-    return true;
-}
-
-static size_t row_slot_of(const char *id)
-{
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (const unsigned char *p = (const unsigned char *)id; *p; p++)
-        h = (h ^ *p) * 16777619u;
-    return h & (ROW_CACHE_SLOTS - 1);
-}
-
-/* Forget every cached row (a write of ours; the header moves too). */
-static void rows_forget(ea_registry *r)
-{
-    r->hdr_valid = false;
-    r->gen++;
 }
 
 static ea_err check_schema(ea_registry *r)
@@ -315,8 +214,6 @@ ea_err ea_registry_open(const char *path, unsigned flags, ea_registry **out, cha
             goto out;
         }
     }
-    if (flags & EA_REGISTRY_BROKER)
-        map_wal_index(r); /* no index, no cache: every lookup reads the database */
     *out = r;
     return EA_OK;
 out:
@@ -390,46 +287,13 @@ static void bind_text(sqlite3_stmt *st, int i, const char *s)
     sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
 }
 
-static ea_err get_sql(ea_registry *r, const char *device_id, ea_registry_device *out);
-
 ea_err ea_registry_get(ea_registry *r, const char *device_id, ea_registry_device *out)
-{
-    unsigned char h[WALIDX_HDR];
-    struct row_slot *slot;
-    ea_err rc;
-
-    if (!r || !device_id || !out)
-        return EA_ERR_ARG;
-    if (!r->shm)
-        return get_sql(r, device_id, out);
-    /* The header is read before the row: a commit in between leaves a
-     * newer row under an older header, which the next lookup drops. */
-    if (!wal_header(r, h)) {
-        rows_forget(r);
-        return get_sql(r, device_id, out);
-    }
-    if (!r->hdr_valid || memcmp(h, r->hdr, sizeof h) != 0) {
-        rows_forget(r);
-        memcpy(r->hdr, h, sizeof h);
-        r->hdr_valid = true;
-    }
-    slot = &r->rows[row_slot_of(device_id)];
-    if (slot->gen == r->gen && !strcmp(slot->d.device_id, device_id)) {
-        *out = slot->d;
-        return EA_OK;
-    }
-    if ((rc = get_sql(r, device_id, out)) == EA_OK) {
-        slot->d = *out;
-        slot->gen = r->gen;
-    }
-    return rc;
-}
-
-static ea_err get_sql(ea_registry *r, const char *device_id, ea_registry_device *out)
 {
     ea_err rc;
     int sc;
 
+    if (!r || !device_id || !out)
+        return EA_ERR_ARG;
     bind_text(r->get, 1, device_id);
     sc = sqlite3_step(r->get);
     if (sc == SQLITE_ROW) {
@@ -469,14 +333,13 @@ ea_err ea_registry_add(ea_registry *r, const ea_registry_device *d, ea_registry_
 
     if (!r)
         return EA_ERR_ARG;
-    rows_forget(r);
     if (!device_ok(d)) {
         set_msg(r, "invalid device record");
         return EA_ERR_ARG;
     }
     if ((rc = exec(r, "BEGIN IMMEDIATE", "cannot write the registry")) != EA_OK)
         return rc;
-    rc = get_sql(r, d->device_id, &old);
+    rc = ea_registry_get(r, d->device_id, &old);
     if (rc == EA_ERR_NOT_FOUND) {
         bind_text(r->insert, 1, d->device_id);
         bind_text(r->insert, 2, d->unique_id);
@@ -516,10 +379,9 @@ ea_err ea_registry_set_status(ea_registry *r, const char *device_id, ea_registry
 
     if (!r || !device_id || (st != EA_REGISTRY_ACTIVE && st != EA_REGISTRY_REVOKED))
         return EA_ERR_ARG;
-    rows_forget(r);
     if ((rc = exec(r, "BEGIN IMMEDIATE", "cannot write the registry")) != EA_OK)
         return rc;
-    if ((rc = get_sql(r, device_id, &d)) != EA_OK)
+    if ((rc = ea_registry_get(r, device_id, &d)) != EA_OK)
         goto out;
     if (st == EA_REGISTRY_REVOKED) {
         if (d.status != EA_REGISTRY_REVOKED &&
@@ -648,21 +510,6 @@ ea_err ea_registry_changed(ea_registry *r, bool *changed)
     v = sqlite3_column_int64(r->version, 0);
     sqlite3_reset(r->version);
     *changed = !r->version_read || v != r->data_version;
-    if (r->shm) {
-        /* Every commit of another connection moves both data_version and
-         * the WAL index header. If one ever moves without the other, the
-         * header is not what the row cache takes it for: stop using it. */
-        unsigned char h[WALIDX_HDR];
-        bool ok = wal_header(r, h);
-        if (r->version_read && v != r->data_version && ok && r->poll_hdr_valid &&
-            !memcmp(h, r->poll_hdr, sizeof h)) {
-            munmap((void *)r->shm, WALIDX_MAP);
-            r->shm = NULL;
-        }
-        if (ok)
-            memcpy(r->poll_hdr, h, sizeof h);
-        r->poll_hdr_valid = ok;
-    }
     r->data_version = v;
     r->version_read = true;
     return EA_OK;

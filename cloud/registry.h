@@ -72,9 +72,7 @@ typedef enum ea_registry_change {
  * NULL) says what happened. */
 ea_err ea_registry_add(ea_registry *r, const ea_registry_device *d, ea_registry_change *change);
 
-/* EA_ERR_NOT_FOUND when the id is not registered. Opened with
- * EA_REGISTRY_BROKER, the rows found are kept while no commit (of any
- * process) has changed the database, so the answer is always current. */
+/* EA_ERR_NOT_FOUND when the id is not registered. */
 ea_err ea_registry_get(ea_registry *r, const char *device_id, ea_registry_device *out);
 
 /* Set the status. Revoking gives the device the next number in the

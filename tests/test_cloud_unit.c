@@ -341,36 +341,6 @@ static void test_registry(void **state)
     assert_int_equal(ea_registry_count(cli, &act, &rev), EA_OK);
     assert_int_equal(act, 0);
     assert_int_equal(rev, 2);
-    /* The broker keeps the rows it read while nothing is committed; a
-     * commit by another process is seen by the very next lookup. */
-    assert_int_equal(ea_registry_set_status(cli, "dev-a", EA_REGISTRY_ACTIVE, NULL), EA_OK);
-    assert_int_equal(ea_registry_get(broker, "dev-a", &got), EA_OK);
-    assert_int_equal(got.status, EA_REGISTRY_ACTIVE);
-    assert_int_equal(ea_registry_get(broker, "dev-a", &got), EA_OK);
-    assert_int_equal(got.status, EA_REGISTRY_ACTIVE);
-    assert_int_equal(ea_registry_set_status(cli, "dev-a", EA_REGISTRY_REVOKED, NULL), EA_OK);
-    assert_int_equal(ea_registry_get(broker, "dev-a", &got), EA_OK);
-    assert_int_equal(got.status, EA_REGISTRY_REVOKED);
-    assert_int_equal(ea_registry_get(broker, "dev-a", &got), EA_OK);
-    assert_int_equal(got.status, EA_REGISTRY_REVOKED);
-    d = dev("dev-a", "02", "cd", "provisioned"); /* re-provisioned: the new certificate at once */
-    assert_int_equal(ea_registry_add(cli, &d, NULL), EA_OK);
-    assert_int_equal(ea_registry_get(broker, "dev-a", &got), EA_OK);
-    assert_string_equal(got.serial, "02");
-    /* A write of the broker's own (last_seen) is seen too. */
-    ea_registry_seen one = { "dev-b", 500 };
-    assert_int_equal(ea_registry_get(broker, "dev-b", &got), EA_OK);
-    assert_int_equal(ea_registry_touch(broker, &one, 1), EA_OK);
-    assert_int_equal(ea_registry_get(broker, "dev-b", &got), EA_OK);
-    assert_int_equal(got.last_seen, 500);
-    /* data_version and the WAL index agree: the cache stays on. */
-    assert_int_equal(ea_registry_changed(broker, &changed), EA_OK);
-    assert_true(changed);
-    assert_int_equal(ea_registry_set_status(cli, "dev-a", EA_REGISTRY_ACTIVE, NULL), EA_OK);
-    assert_int_equal(ea_registry_changed(broker, &changed), EA_OK);
-    assert_true(changed);
-    assert_int_equal(ea_registry_get(broker, "dev-a", &got), EA_OK);
-    assert_int_equal(got.status, EA_REGISTRY_ACTIVE);
     ea_registry_close(broker);
     ea_registry_close(cli);
     ea_registry_close(NULL);
